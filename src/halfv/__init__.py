@@ -1,0 +1,80 @@
+"""halfv: training-free visual-token pruning for multimodal LLMs (HalfV, arXiv 2604.16462).
+
+Quick start::
+
+    import halfv
+    with halfv.apply(model) as handle:      # the backbone's default schedule
+        out = model.generate(**inputs, max_new_tokens=32)
+    print(handle.stats.kept_visual_per_layer())
+"""
+
+from __future__ import annotations
+
+from halfv._version import __version__
+from halfv.budget import kept_count
+from halfv.config import PruningConfig, load_config, save_config
+from halfv.errors import (
+    DuplicateComponentError,
+    HalfvError,
+    PluginLoadError,
+    UnknownComponentError,
+    UnsupportedModelError,
+)
+from halfv.hookspecs import hookimpl
+from halfv.interfaces import (
+    AttentionParts,
+    BackboneAdapter,
+    EntropyEstimator,
+    EntropyResult,
+    IVRPolicy,
+    SaturationDetector,
+    SaturationReport,
+    SSRPolicy,
+)
+from halfv.pipeline import Pipeline, PruningHandle, apply
+from halfv.plan import LayerStats, PruneStats
+from halfv.plugins import (
+    get_adapter,
+    get_adapter_for,
+    get_estimator,
+    get_ivr_policy,
+    get_ssr_policy,
+    list_components,
+    plugin_failures,
+)
+from halfv.saturation import KLSaturationDetector
+
+__all__ = [
+    "AttentionParts",
+    "BackboneAdapter",
+    "DuplicateComponentError",
+    "EntropyEstimator",
+    "EntropyResult",
+    "HalfvError",
+    "IVRPolicy",
+    "KLSaturationDetector",
+    "LayerStats",
+    "Pipeline",
+    "PluginLoadError",
+    "PruneStats",
+    "PruningConfig",
+    "PruningHandle",
+    "SSRPolicy",
+    "SaturationDetector",
+    "SaturationReport",
+    "UnknownComponentError",
+    "UnsupportedModelError",
+    "__version__",
+    "apply",
+    "get_adapter",
+    "get_adapter_for",
+    "get_estimator",
+    "get_ivr_policy",
+    "get_ssr_policy",
+    "hookimpl",
+    "kept_count",
+    "list_components",
+    "load_config",
+    "plugin_failures",
+    "save_config",
+]

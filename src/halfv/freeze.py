@@ -1,0 +1,135 @@
+"""The frozen-visual decoder layer (SSR ``freeze``, method doc §5b).
+
+From the SSR layer on, visual tokens stop being updated: their hidden states pass through
+unchanged, yet text tokens still attend to them. Per layer this computes
+
+* the input norm and the K/V projections of *every* row (visual keys at their original
+  positions, written to the KV cache so decoding sees them),
+* queries, attention, the output projection and the MLP for *text rows only*,
+* and leaves visual rows untouched.
+
+It reproduces, for pre-norm Llama-style layers (Llama, Mistral, Qwen2, Qwen2.5-VL text),
+``transformers.models.llama.modeling_llama.LlamaDecoderLayer.forward`` with the visual
+rows' updates removed; an explicit mask of ``[text queries x all keys]`` built from the
+original positions replaces the causal flag (which is wrong when queries are a subset).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from halfv.interfaces import AttentionParts
+from halfv.relevance import rotate_half
+from halfv.surgery import StageLayout, gather_rows
+
+__all__ = ["frozen_visual_forward", "query_rows_of"]
+
+
+def query_rows_of(layout: StageLayout) -> tuple[Tensor, Tensor]:
+    """Slots whose rows are computed in a frozen layer: the real text slots.
+
+    Returns:
+        ``(rows, row_valid)``, each ``[B, Q]``; samples with fewer text slots are
+        front-padded with non-text slots marked invalid (their results are discarded).
+    """
+    is_query = layout.valid & ~layout.visual
+    b, s = is_query.shape
+    q = int(is_query.sum(dim=1).max().item())
+    arange = torch.arange(s, device=is_query.device).expand(b, s)
+    order = torch.where(is_query, arange + s, arange).argsort(dim=1)[:, s - q :]
+    return order, is_query.gather(1, order)
+
+
+def _rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    cos, sin = cos[:, None].to(x.dtype), sin[:, None].to(x.dtype)
+    return x * cos + rotate_half(x) * sin
+
+
+def _query_mask(
+    stage_mask: Tensor | None,
+    layout: StageLayout,
+    rows: Tensor,
+    row_valid: Tensor,
+    sliding_window: int | None,
+) -> Tensor:
+    """Bool ``[B, 1, Q, S]``: which keys each text query may read."""
+    s = layout.length
+    if stage_mask is not None:
+        picked = gather_rows(stage_mask[:, 0], rows)[:, None]
+        allowed = picked if picked.dtype == torch.bool else picked == 0
+    else:
+        cols = torch.arange(s, device=rows.device)
+        allowed = (cols[None, None, :] <= rows[:, :, None])[:, None]
+        allowed = allowed & layout.valid[:, None, None, :]
+    if sliding_window is not None:
+        q_pos = layout.orig_pos.gather(1, rows)
+        distance = q_pos[:, None, :, None] - layout.orig_pos[:, None, None, :]
+        allowed = allowed & (distance < sliding_window)
+    own = torch.nn.functional.one_hot(rows, s).bool()[:, None]
+    return allowed | (own & ~row_valid[:, None, :, None])
+
+
+def frozen_visual_forward(
+    parts: AttentionParts,
+    hidden: Tensor,
+    position_embeddings: tuple[Tensor, Tensor],
+    stage_mask: Tensor | None,
+    layout: StageLayout,
+    past_key_values: object | None,
+    layer_idx: int,
+) -> Tensor:
+    """Run one decoder layer with frozen visual rows.
+
+    Args:
+        parts: the layer's internals.
+        hidden: ``[B, S, D]`` stage hidden states.
+        position_embeddings: stage ``(cos, sin)``, ``[B or 1, S, head_dim]``.
+        stage_mask: the stage's 4-D mask or ``None`` (causal over slots).
+        layout: the stage's layout (visual slots, valid slots).
+        past_key_values: the transformers cache (or ``None``); receives every row's K/V.
+        layer_idx: this layer's index in the cache.
+
+    Returns:
+        ``[B, S, D]``: text rows updated, visual and dummy rows unchanged.
+    """
+    device = parts.q_proj.weight.device
+    hidden = hidden.to(device)
+    layout = layout.to(device)
+    b, s, _ = hidden.shape
+    rows, row_valid = query_rows_of(layout)
+    cos, sin = (t.to(device).expand(b, -1, -1) for t in position_embeddings)
+
+    x = parts.input_layernorm(hidden)
+    xq = gather_rows(x, rows)
+    q = parts.q_proj(xq).view(b, rows.shape[1], -1, parts.head_dim)
+    k = parts.k_proj(x).view(b, s, -1, parts.head_dim)
+    v = parts.v_proj(x).view(b, s, -1, parts.head_dim)
+    if parts.q_norm is not None:
+        q = parts.q_norm(q)
+    if parts.k_norm is not None:
+        k = parts.k_norm(k)
+    q = _rope(q.transpose(1, 2), gather_rows(cos, rows), gather_rows(sin, rows))
+    k = _rope(k.transpose(1, 2), cos, sin)
+    v = v.transpose(1, 2)
+    if past_key_values is not None:
+        k, v = past_key_values.update(k, v, layer_idx)  # type: ignore[attr-defined]
+
+    allowed = _query_mask(
+        None if stage_mask is None else stage_mask.to(device),
+        layout,
+        rows,
+        row_valid,
+        parts.sliding_window,
+    )
+    attn = F.scaled_dot_product_attention(
+        q, k, v, attn_mask=allowed, scale=parts.scaling, enable_gqa=True
+    )
+    attn = attn.transpose(1, 2).reshape(b, rows.shape[1], -1)
+    residual = gather_rows(hidden, rows)
+    updated = residual + parts.o_proj(attn)
+    updated = updated + parts.mlp(parts.post_attention_layernorm(updated))
+    updated = torch.where(row_valid[..., None], updated, residual)
+    index = rows[..., None].expand(-1, -1, hidden.shape[-1])
+    return hidden.scatter(1, index, updated)

@@ -1,0 +1,227 @@
+"""Composition: config + adapter + policies + estimator, applied to a model.
+
+>>> handle = halfv.apply(model)             # the backbone's default schedule
+>>> with halfv.apply(model, config) as h:   # or scoped: the model is restored on exit
+...     out = model.generate(**inputs, max_new_tokens=32)
+...     print(h.stats.kept_visual_per_layer())
+
+``apply`` never changes weights or classes; :meth:`PruningHandle.remove` takes every hook
+out again, leaving the model exactly as it was.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from torch import nn
+
+from halfv.config import PruningConfig, load_config
+from halfv.errors import HalfvError
+from halfv.interfaces import (
+    BackboneAdapter,
+    EntropyEstimator,
+    IVRPolicy,
+    SaturationReport,
+    SSRPolicy,
+)
+from halfv.plan import PruneStats
+from halfv.plugins import get_adapter_for, get_estimator, get_ivr_policy, get_ssr_policy
+from halfv.runtime import PruningRuntime
+
+__all__ = ["Pipeline", "PruningHandle", "apply"]
+
+_ATTACHED: weakref.WeakKeyDictionary[nn.Module, PruningHandle] = weakref.WeakKeyDictionary()
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """A resolved schedule: the components a config names, ready to attach to a model.
+
+    Build it with :meth:`from_config` (names resolved through the plugin registry) or
+    directly from component objects for programmatic composition.
+    """
+
+    config: PruningConfig
+    adapter: BackboneAdapter
+    ivr_policy: IVRPolicy
+    ssr_policy: SSRPolicy
+    estimator: EntropyEstimator
+
+    @classmethod
+    def from_config(cls, config: PruningConfig, adapter: BackboneAdapter) -> Pipeline:
+        """Resolve the policy and estimator names of ``config``.
+
+        ``ssr_mode='auto'`` resolves to the ``prune`` policy here; :meth:`attach` replaces
+        it with the detector's choice.
+        """
+        options = dict(config.ivr_policy_options)
+        if config.ivr_policy == "halfv":
+            options.setdefault("attention_share", config.attention_share)
+        ssr_name = "prune" if config.ssr_mode == "auto" else config.ssr_mode
+        return cls(
+            config=config,
+            adapter=adapter,
+            ivr_policy=get_ivr_policy(config.ivr_policy, **options),
+            ssr_policy=get_ssr_policy(ssr_name),
+            estimator=get_estimator(config.estimator, **config.estimator_options),
+        )
+
+    def attach(
+        self,
+        model: nn.Module,
+        calibration_inputs: Sequence[Mapping[str, Any]] | None = None,
+    ) -> PruningHandle:
+        """Install the schedule on ``model`` and return its handle.
+
+        Args:
+            model: a transformers model the adapter understands.
+            calibration_inputs: processor outputs for the saturation detector; required
+                when ``config.ssr_mode == 'auto'``.
+        """
+        if model in _ATTACHED:
+            msg = "halfv is already applied to this model: call handle.remove() before applying again"
+            raise HalfvError(msg)
+        self.config.check_depth(self.adapter.num_layers(model))
+        report = None
+        ssr_policy = self.ssr_policy
+        if self.config.ssr_mode == "auto":
+            if not calibration_inputs:
+                msg = (
+                    "ssr_mode='auto' needs calibration_inputs (a list of processor outputs) for "
+                    "the saturation detector; or set ssr_mode to 'prune' or 'freeze'"
+                )
+                raise ValueError(msg)
+            report = self.adapter.saturation_detector.detect(model, self.adapter, calibration_inputs)
+            ssr_policy = get_ssr_policy(report.mode)
+        runtime = PruningRuntime(
+            model, self.adapter, self.config, self.ivr_policy, ssr_policy, ssr_policy.mode
+        )
+        runtime.install()
+        handle = PruningHandle(self, runtime, report)
+        _ATTACHED[model] = handle
+        return handle
+
+
+class PruningHandle:
+    """A live schedule on a model. Use it as a context manager or call :meth:`remove`.
+
+    Attributes:
+        pipeline: the components in use.
+        saturation: the detector's report when ``ssr_mode='auto'`` was resolved.
+    """
+
+    def __init__(
+        self, pipeline: Pipeline, runtime: PruningRuntime, saturation: SaturationReport | None
+    ) -> None:
+        self.pipeline = pipeline
+        self.saturation = saturation
+        self._runtime: PruningRuntime | None = runtime
+
+    @property
+    def config(self) -> PruningConfig:
+        """The schedule."""
+        return self.pipeline.config
+
+    @property
+    def ssr_mode(self) -> str:
+        """The SSR action in force (``auto`` resolved)."""
+        return self._live().ssr_mode
+
+    @property
+    def stats(self) -> PruneStats | None:
+        """Token counts of the last pruned prefill (``None`` before the first one)."""
+        return self._live().last_stats
+
+    @property
+    def decode_steps(self) -> int:
+        """Decode steps served since the last pruned prefill."""
+        return self._live().decode_steps
+
+    @property
+    def active(self) -> bool:
+        """False once removed."""
+        return self._runtime is not None
+
+    def _live(self) -> PruningRuntime:
+        if self._runtime is None:
+            msg = "this halfv handle was removed; call halfv.apply(model) again"
+            raise HalfvError(msg)
+        return self._runtime
+
+    @contextmanager
+    def disabled(self) -> Iterator[None]:
+        """Temporarily run the model unpruned (hooks stay installed but do nothing)."""
+        runtime = self._live()
+        runtime.enabled = False
+        try:
+            yield
+        finally:
+            runtime.enabled = True
+
+    def remove(self) -> None:
+        """Take every hook out; the model is exactly as before :func:`apply`. Idempotent."""
+        if self._runtime is None:
+            return
+        self._runtime.remove()
+        _ATTACHED.pop(self._runtime.model, None)
+        self._runtime = None
+
+    def __enter__(self) -> PruningHandle:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.remove()
+
+    def __repr__(self) -> str:
+        state = "active" if self.active else "removed"
+        return f"PruningHandle({self.pipeline.adapter.name}, {state}, config={self.config!r})"
+
+
+def apply(
+    model: nn.Module,
+    config: PruningConfig | Mapping[str, Any] | str | Path | None = None,
+    *,
+    adapter: BackboneAdapter | None = None,
+    calibration_inputs: Sequence[Mapping[str, Any]] | None = None,
+) -> PruningHandle:
+    """Prune the visual tokens of ``model`` during prefill, per ``config``.
+
+    Args:
+        model: a transformers VLM (``LlavaForConditionalGeneration``,
+            ``LlavaNextForConditionalGeneration``, ``Qwen2_5_VLForConditionalGeneration``,
+            ``InternVLForConditionalGeneration``, or one a plugin adapter handles).
+        config: a :class:`PruningConfig`, a dict of its fields, a path to a ``.json`` or
+            ``.toml`` file, or ``None`` for the adapter's default schedule for this backbone.
+        adapter: use this adapter instead of looking one up by ``config.model_type``.
+        calibration_inputs: processor outputs for ``ssr_mode='auto'``.
+
+    Returns:
+        A :class:`PruningHandle` (a context manager).
+
+    Raises:
+        UnknownComponentError: no adapter for the model type (the message lists them).
+        ValueError: invalid config, or layers beyond the model's depth.
+        UnsupportedModelError: an attention implementation other than sdpa/eager.
+    """
+    adapter = adapter or get_adapter_for(model)
+    if config is None:
+        resolved = adapter.default_config(model)
+    elif isinstance(config, PruningConfig):
+        resolved = config
+    elif isinstance(config, (str, Path)):
+        resolved = load_config(config)
+    else:
+        resolved = PruningConfig.model_validate(dict(config))
+    resolved.check_depth(adapter.num_layers(model))
+    return Pipeline.from_config(resolved, adapter).attach(model, calibration_inputs)

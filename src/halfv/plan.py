@@ -1,0 +1,149 @@
+"""The per-prefill pruning plan: spans, budgets, stage layouts and statistics.
+
+A :class:`PrefillPlan` is created when a prefill with visual tokens starts, filled in as
+the decoder reaches each pruning layer, and kept (keyed by the KV cache object) for the
+decode steps that follow. It holds only tensors and ints: no model references.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from halfv.budget import kept_count
+from halfv.spans import VisualSpans
+from halfv.surgery import StageLayout, initial_layout
+
+__all__ = ["LayerStats", "PrefillPlan", "PruneStats", "SpanBudget"]
+
+
+@dataclass(frozen=True)
+class SpanBudget:
+    """One visual span and what it keeps at each stage."""
+
+    sample: int
+    start: int
+    length: int
+    ivr_keep: int
+    ssr_keep: int
+
+
+@dataclass(frozen=True)
+class LayerStats:
+    """Token counts one decoder layer saw during the last prefill.
+
+    Attributes:
+        layer: decoder layer index.
+        sequence: rows per sample that went through the layer's projections (``[B]``).
+        visual: visual tokens per sample present at the layer.
+        query_rows: rows per sample whose queries/MLP were computed (text only if frozen).
+        frozen: whether visual tokens were frozen at this layer.
+    """
+
+    layer: int
+    sequence: tuple[int, ...]
+    visual: tuple[int, ...]
+    query_rows: tuple[int, ...]
+    frozen: bool
+
+
+@dataclass(frozen=True)
+class PruneStats:
+    """What halfv did during the last prefill it served.
+
+    Attributes:
+        prompt_tokens: prompt length per sample (padding included).
+        visual_tokens: original visual tokens per sample.
+        spans: visual spans per sample ``(start, length)``.
+        layers: per-layer token counts.
+        ssr_mode: the SSR action that was applied.
+        kept_positions: for each pruning layer, the original prompt positions every sample
+            keeps from that layer on (text and visual, increasing).
+    """
+
+    prompt_tokens: tuple[int, ...]
+    visual_tokens: tuple[int, ...]
+    spans: tuple[tuple[tuple[int, int], ...], ...]
+    layers: tuple[LayerStats, ...]
+    ssr_mode: str
+    kept_positions: dict[int, tuple[tuple[int, ...], ...]]
+
+    def kept_visual_per_layer(self, sample: int = 0) -> list[int]:
+        """Visual tokens present at each layer for one sample."""
+        return [layer.visual[sample] for layer in self.layers]
+
+
+@dataclass
+class PrefillPlan:
+    """Mutable state of one pruned prefill (and the decode steps after it)."""
+
+    spans: VisualSpans
+    budgets: tuple[SpanBudget, ...]
+    prompt_len: int
+    query_pos: Tensor  # [B] original position of each sample's last real token
+    span_id: Tensor  # [B, T] global span index of visual positions, -1 elsewhere
+    layouts: dict[int, StageLayout] = field(default_factory=dict)  # stage start -> layout
+    scores: Tensor | None = None  # pending relevance for the next stage
+    stage_kwargs: dict[tuple[int, str, torch.device], object] = field(default_factory=dict)
+
+    @classmethod
+    def build(
+        cls,
+        spans: VisualSpans,
+        attention_mask: Tensor | None,
+        ivr_keep: float,
+        ssr_keep: float,
+    ) -> PrefillPlan:
+        """Budgets per span and the query position of every sample."""
+        b, t = spans.mask.shape
+        budgets = tuple(
+            SpanBudget(sample, start, n, kept_count(n, ivr_keep), kept_count(n, ssr_keep))
+            for sample, sample_spans in enumerate(spans.spans)
+            for start, n in sample_spans
+        )
+        device = spans.mask.device
+        if attention_mask is None:
+            query_pos = torch.full((b,), t - 1, device=device, dtype=torch.long)
+        else:
+            positions = torch.arange(t, device=device).expand(b, t)
+            query_pos = torch.where(attention_mask.to(device).bool(), positions, -1).amax(dim=1)
+        span_id = torch.full((b, t), -1, dtype=torch.long, device=device)
+        for g, budget in enumerate(budgets):
+            span_id[budget.sample, budget.start : budget.start + budget.length] = g
+        layouts = {0: initial_layout(spans.mask)}
+        return cls(spans, budgets, t, query_pos, span_id, layouts)
+
+    # ------------------------------------------------------------------ stage lookup
+    def layout_at(self, layer: int) -> StageLayout | None:
+        """Layout of the stage that ``layer`` belongs to (``None`` before any prune)."""
+        starts = [s for s in self.layouts if 0 < s <= layer]
+        return self.layouts[max(starts)] if starts else None
+
+    def current_layout(self, layer: int) -> StageLayout:
+        """Like :meth:`layout_at` but the identity layout before the first prune."""
+        layout = self.layout_at(layer)
+        return layout if layout is not None else self.layouts[0]
+
+    # ------------------------------------------------------------------ selection
+    def visual_rows(self, layout: StageLayout) -> tuple[Tensor, Tensor]:
+        """Flat row indices ``b*S+slot`` of a stage's visual slots and their span ids."""
+        real_visual = layout.visual & layout.valid
+        b_idx, slot = real_visual.nonzero(as_tuple=True)
+        rows = b_idx * layout.length + slot
+        segment = self.span_id[b_idx, layout.orig_pos[b_idx, slot]]
+        return rows, segment
+
+    def query_rows(self, layout: StageLayout) -> Tensor:
+        """Flat row index of each sample's query token in a stage."""
+        slot = (layout.orig_pos == self.query_pos[:, None]).to(torch.int8).argmax(dim=1)
+        return torch.arange(layout.orig_pos.shape[0], device=slot.device) * layout.length + slot
+
+    def span_groups(self, sizes: Sequence[int], keeps: Sequence[int]) -> dict[tuple[int, int], list[int]]:
+        """Span ids grouped by (current size, kept count), so each group is one batch."""
+        groups: dict[tuple[int, int], list[int]] = {}
+        for g, (n, k) in enumerate(zip(sizes, keeps, strict=True)):
+            groups.setdefault((n, k), []).append(g)
+        return groups

@@ -1,0 +1,439 @@
+"""Model wiring: removable hooks that run a HalfV schedule inside a transformers model.
+
+Nothing here swaps classes or edits weights. :class:`PruningRuntime` installs
+
+* a pre-hook and an always-called post-hook on the adapter's *entry module* (the module
+  that receives ``input_ids``), which open and close a per-call state;
+* a kwargs pre-hook on every decoder layer, which scores, selects and gathers at the
+  pruning layers and hands every later layer the stage's rotary tables, position ids and
+  masks (gathered at the survivors' *original* positions);
+* for ``ssr_mode="freeze"``, an instance-level ``forward`` on each frozen layer that falls
+  back to the original forward outside a pruned prefill.
+
+Prefills are pruned only when the KV cache is empty. The plan of a pruned prefill is kept
+per cache object, so decode steps (``generate`` or a manual loop) remap the masks that
+transformers builds for layer 0's full-length cache onto each pruned layer's cache.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
+
+from halfv.config import PruningConfig
+from halfv.errors import UnsupportedModelError
+from halfv.freeze import frozen_visual_forward
+from halfv.interfaces import AttentionParts, BackboneAdapter, IVRPolicy, SSRPolicy
+from halfv.plan import LayerStats, PrefillPlan, PruneStats
+from halfv.relevance import last_token_relevance
+from halfv.spans import find_visual_spans
+from halfv.surgery import StageLayout, gather_rows, gather_seq, next_layout, prefill_stage_mask
+from halfv.surgery import remap_decode_mask
+
+__all__ = ["SUPPORTED_ATTENTION", "PruningRuntime"]
+
+SUPPORTED_ATTENTION = ("sdpa", "eager")
+ResolvedSSR = Literal["prune", "freeze", "none"]
+
+
+@dataclass
+class _Call:
+    mode: Literal["pass", "prefill", "decode"] = "pass"
+    plan: PrefillPlan | None = None
+    cache: Any = None
+    decode_masks: dict[tuple[int, int], Tensor | None] = field(default_factory=dict)
+
+
+def _hidden_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Tensor:
+    return args[0] if args else kwargs["hidden_states"]  # type: ignore[no-any-return]
+
+
+def _with_hidden(
+    hidden: Tensor, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    if args:
+        return (hidden, *args[1:]), kwargs
+    kwargs["hidden_states"] = hidden
+    return args, kwargs
+
+
+def _gather_positions(position_ids: Tensor, layout: StageLayout) -> Tensor:
+    index = layout.orig_pos.to(position_ids.device)
+    if position_ids.dim() == 3:  # [C, B, T] multi-axis positions
+        return torch.stack([gather_seq(p, index) for p in position_ids])
+    return gather_seq(position_ids, index)
+
+
+class PruningRuntime:
+    """Installs and removes the hooks that execute one pruning schedule."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        adapter: BackboneAdapter,
+        config: PruningConfig,
+        ivr_policy: IVRPolicy,
+        ssr_policy: SSRPolicy,
+        ssr_mode: ResolvedSSR,
+    ) -> None:
+        self.model = model
+        self.adapter = adapter
+        self.config = config
+        self.ivr_policy = ivr_policy
+        self.ssr_policy = ssr_policy
+        self.ssr_mode: ResolvedSSR = ssr_mode if config.ssr_layer is not None else "none"
+        self.layers: Sequence[nn.Module] = adapter.decoder_layers(model)
+        config.check_depth(len(self.layers))
+        self.parts: list[AttentionParts] = [adapter.attention_parts(la) for la in self.layers]
+        self.cache_index = [
+            int(getattr(getattr(la, "self_attn", None), "layer_idx", i) or i)
+            for i, la in enumerate(self.layers)
+        ]
+        self.final_norm = adapter.final_norm(model)
+        self.visual_ids = adapter.visual_token_ids(model)
+        self.entry = adapter.entry_module(model)
+        self.enabled = True
+        self.last_stats: PruneStats | None = None
+        self.decode_steps = 0
+        self._call: _Call | None = None
+        self._plans: weakref.WeakKeyDictionary[Any, PrefillPlan] = weakref.WeakKeyDictionary()
+        self._handles: list[RemovableHandle] = []
+        self._overrides: list[tuple[nn.Module, Any]] = []
+        self.check_attention()
+
+    # ------------------------------------------------------------------ install
+    def check_attention(self) -> None:
+        """Refuse attention implementations whose masks halfv cannot rewrite."""
+        lm_config = getattr(self.adapter.language_model(self.model), "config", None)
+        impl = getattr(lm_config, "_attn_implementation", None) or "eager"
+        if impl not in SUPPORTED_ATTENTION:
+            msg = (
+                f"attention implementation {impl!r} is not supported by halfv (it needs 4-D "
+                f"masks); supported: {', '.join(SUPPORTED_ATTENTION)}. Call "
+                "model.set_attn_implementation('sdpa') first"
+            )
+            raise UnsupportedModelError(msg)
+
+    def install(self) -> None:
+        """Register every hook (idempotent is not needed: handles call this once)."""
+        self._handles.append(
+            self.entry.register_forward_pre_hook(self._on_entry, with_kwargs=True)
+        )
+        self._handles.append(
+            self.entry.register_forward_hook(self._on_exit, with_kwargs=True, always_call=True)
+        )
+        for idx, layer in enumerate(self.layers):
+            hook = self._layer_hook(idx)
+            self._handles.append(layer.register_forward_pre_hook(hook, with_kwargs=True))
+            if self.ssr_mode == "freeze" and idx >= (self.config.ssr_layer or 0):
+                self._override_forward(idx, layer)
+
+    def remove(self) -> None:
+        """Remove every hook and restore every overridden ``forward``."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        for layer, previous in reversed(self._overrides):
+            if previous is None:
+                del layer.forward
+            else:
+                layer.forward = previous
+        self._overrides.clear()
+        self._call = None
+
+    def _override_forward(self, idx: int, layer: nn.Module) -> None:
+        previous = layer.__dict__.get("forward")  # e.g. an accelerate device hook
+        original: Callable[..., Any] = layer.forward
+
+        def forward(*args: Any, **kwargs: Any) -> Any:
+            call = self._call
+            if call is None or call.mode != "prefill" or call.plan is None:
+                return original(*args, **kwargs)
+            layout = call.plan.layout_at(idx)
+            if layout is None:
+                return original(*args, **kwargs)
+            return frozen_visual_forward(
+                self.parts[idx],
+                _hidden_of(args, kwargs),
+                kwargs["position_embeddings"],
+                kwargs.get("attention_mask"),
+                layout,
+                kwargs.get("past_key_values"),
+                self.cache_index[idx],
+            )
+
+        layer.forward = forward
+        self._overrides.append((layer, previous))
+
+    # ------------------------------------------------------------------ call state
+    def _on_entry(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        call = _Call()
+        self._call = call
+        input_ids = kwargs.get("input_ids", args[0] if args else None)
+        if not self.enabled or not isinstance(input_ids, Tensor) or input_ids.dim() != 2:
+            return
+        cache = kwargs.get("past_key_values")
+        cached = cache.get_seq_length() if cache is not None else 0
+        if cached > 0:
+            plan = self._plans.get(cache)
+            if plan is not None:
+                call.mode, call.plan, call.cache = "decode", plan, cache
+            return
+        spans = find_visual_spans(input_ids, self.visual_ids)
+        if not spans.any:
+            return  # text-only prompts pass through untouched
+        self.check_attention()
+        mask = kwargs.get("attention_mask")
+        mask2d = mask if isinstance(mask, Tensor) and mask.dim() == 2 else None
+        call.mode = "prefill"
+        call.plan = PrefillPlan.build(spans, mask2d, self.config.ivr_keep, self.config.ssr_keep)
+
+    def _on_exit(
+        self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any
+    ) -> None:
+        call, self._call = self._call, None
+        if call is None or call.plan is None:
+            return
+        if call.mode == "decode":
+            self.decode_steps += 1
+            return
+        call.plan.stage_kwargs.clear()
+        call.plan.scores = None
+        if self.config.ivr_layer in call.plan.layouts:  # the prune happened
+            self.last_stats = self._stats(call.plan)
+            self.decode_steps = 0
+            if call.cache is not None:
+                self._plans[call.cache] = call.plan
+
+    # ------------------------------------------------------------------ layers
+    def _layer_hook(
+        self, idx: int
+    ) -> Callable[[nn.Module, tuple[Any, ...], dict[str, Any]], Any]:
+        def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+            call = self._call
+            if call is None or call.plan is None:
+                return None
+            if call.mode == "prefill":
+                return self._prefill_layer(idx, call, call.plan, args, kwargs)
+            return self._decode_layer(idx, call, call.plan, args, kwargs)
+
+        return hook
+
+    def _prefill_layer(
+        self,
+        idx: int,
+        call: _Call,
+        plan: PrefillPlan,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        cfg = self.config
+        if call.cache is None:
+            call.cache = kwargs.get("past_key_values")
+            _check_cache(call.cache)
+        hidden = _hidden_of(args, kwargs)
+        if idx == cfg.ivr_layer:
+            hidden = self._transition(idx, plan, hidden, self.ivr_policy, stage="ivr")
+        if self.ssr_mode == "prune" and idx == cfg.ssr_layer:
+            hidden = self._transition(idx, plan, hidden, self.ssr_policy, stage="ssr")
+        stage = max((s for s in plan.layouts if 0 < s <= idx), default=0)
+        if stage:
+            kwargs = self._stage_kwargs(stage, plan, kwargs)
+        if idx == cfg.ivr_layer - 1 and self.ivr_policy.needs_scores:
+            plan.scores = self._score(idx, plan, hidden, kwargs, rope=False)
+        if (
+            self.ssr_mode == "prune"
+            and idx == (cfg.ssr_layer or 0) - 1
+            and self.ssr_policy.needs_scores
+        ):
+            plan.scores = self._score(idx, plan, hidden, kwargs, rope=True)
+        return _with_hidden(hidden, args, kwargs)
+
+    def _decode_layer(
+        self,
+        idx: int,
+        call: _Call,
+        plan: PrefillPlan,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
+        stage = max((s for s in plan.layouts if 0 < s <= idx), default=0)
+        if not stage:
+            return None
+        mask = kwargs.get("attention_mask")
+        key = (stage, id(mask))
+        if key not in call.decode_masks:
+            hidden = _hidden_of(args, kwargs)
+            device = mask.device if isinstance(mask, Tensor) else hidden.device
+            call.decode_masks[key] = remap_decode_mask(
+                mask,
+                plan.layouts[stage].to(device),
+                plan.prompt_len,
+                hidden.shape[1],
+                int(call.cache.get_seq_length()),
+            )
+        kwargs["attention_mask"] = call.decode_masks[key]
+        return args, kwargs
+
+    def _stage_kwargs(
+        self, stage: int, plan: PrefillPlan, kwargs: dict[str, Any]
+    ) -> dict[str, Any]:
+        layout = plan.layouts[stage]
+        for name in ("position_embeddings", "position_ids", "attention_mask"):
+            value = kwargs.get(name)
+            if value is None and not (name == "attention_mask" and layout.has_dummies):
+                continue
+            key = (stage, f"{name}:{id(value)}", layout.orig_pos.device)
+            if key not in plan.stage_kwargs:
+                plan.stage_kwargs[key] = self._gather_kwarg(name, value, layout)
+            kwargs[name] = plan.stage_kwargs[key]
+        return kwargs
+
+    @staticmethod
+    def _gather_kwarg(name: str, value: Any, layout: StageLayout) -> Any:
+        if name == "position_embeddings":
+            cos, sin = value
+            index = layout.orig_pos.to(cos.device)
+            return gather_seq(cos, index), gather_seq(sin, index)
+        if name == "position_ids":
+            return _gather_positions(value, layout)
+        device = value.device if isinstance(value, Tensor) else layout.orig_pos.device
+        return prefill_stage_mask(value, layout.to(device))
+
+    # ------------------------------------------------------------------ scoring
+    def _score(
+        self, idx: int, plan: PrefillPlan, hidden: Tensor, kwargs: dict[str, Any], rope: bool
+    ) -> Tensor:
+        layout = plan.current_layout(idx)
+        rows, segment = plan.visual_rows(layout)
+        rotary = None
+        if rope:
+            b, s = hidden.shape[:2]
+            cos, sin = kwargs["position_embeddings"]
+            rotary = (
+                cos.expand(b, -1, -1).reshape(b * s, -1),
+                sin.expand(b, -1, -1).reshape(b * s, -1),
+            )
+        return last_token_relevance(
+            hidden,
+            plan.query_rows(layout),
+            rows,
+            segment,
+            len(plan.budgets),
+            self.parts[idx],
+            rotary,
+            self.config.relevance_scaling,
+        )
+
+    def _transition(
+        self,
+        idx: int,
+        plan: PrefillPlan,
+        hidden: Tensor,
+        policy: IVRPolicy | SSRPolicy,
+        stage: Literal["ivr", "ssr"],
+    ) -> Tensor:
+        layout = plan.current_layout(idx - 1)
+        rows, _ = plan.visual_rows(layout)
+        b, s, d = hidden.shape
+        features = None
+        if policy.needs_features:
+            flat = hidden.reshape(b * s, d)[rows.to(hidden.device)]
+            norm_device = next(self.final_norm.parameters(), flat).device
+            features = self.final_norm(flat.to(norm_device))
+        sizes = [g.length if stage == "ivr" else g.ivr_keep for g in plan.budgets]
+        keeps = [g.ivr_keep if stage == "ivr" else g.ssr_keep for g in plan.budgets]
+        chosen = _select_per_span(policy, plan.scores, features, sizes, keeps)
+        t = plan.prompt_len
+        orig_rows = (rows // s) * t + layout.orig_pos.reshape(-1)[rows]
+        visual = plan.spans.mask
+        selected = torch.zeros(b * t, dtype=torch.bool, device=visual.device)
+        selected[orig_rows.to(visual.device)[chosen.to(visual.device)]] = True
+        alive = ~visual | selected.view(b, t)
+        new_layout = next_layout(layout, alive, visual)
+        plan.layouts[idx] = new_layout
+        plan.scores = None
+        return gather_rows(hidden, new_layout.prev_index.to(hidden.device))
+
+    # ------------------------------------------------------------------ stats
+    def _stats(self, plan: PrefillPlan) -> PruneStats:
+        b, t = plan.spans.mask.shape
+        visual0 = plan.spans.mask.sum(dim=1).tolist()
+        per_stage: dict[int, tuple[list[int], list[int]]] = {}
+        for start, layout in plan.layouts.items():
+            real = layout.valid
+            per_stage[start] = (real.sum(1).tolist(), (real & layout.visual).sum(1).tolist())
+        layers = []
+        for idx in range(len(self.layers)):
+            stage = max((s for s in plan.layouts if 0 < s <= idx), default=0)
+            seq, vis = per_stage[stage] if stage else ([t] * b, visual0)
+            frozen = self.ssr_mode == "freeze" and idx >= (self.config.ssr_layer or 0)
+            query = [n - v for n, v in zip(seq, vis, strict=True)] if frozen else seq
+            layers.append(LayerStats(idx, tuple(seq), tuple(vis), tuple(query), frozen))
+        return PruneStats(
+            prompt_tokens=(t,) * b,
+            visual_tokens=tuple(visual0),
+            spans=plan.spans.spans,
+            layers=tuple(layers),
+            ssr_mode=self.ssr_mode,
+            kept_positions={
+                start: tuple(
+                    tuple(pos[ok].tolist())
+                    for pos, ok in zip(layout.orig_pos.cpu(), layout.valid.cpu(), strict=True)
+                )
+                for start, layout in sorted(plan.layouts.items())
+                if start > 0
+            },
+        )
+
+
+def _select_per_span(
+    policy: IVRPolicy | SSRPolicy,
+    scores: Tensor | None,
+    features: Tensor | None,
+    sizes: Sequence[int],
+    keeps: Sequence[int],
+) -> Tensor:
+    """Flat indices (into the stage's visual rows) chosen for every span.
+
+    Spans of equal (size, keep) form one batched ``select`` call.
+    """
+    offsets = [0]
+    for n in sizes:
+        offsets.append(offsets[-1] + n)
+    device = scores.device if scores is not None else features.device if features is not None else None
+    groups: dict[tuple[int, int], list[int]] = {}
+    for g, (n, k) in enumerate(zip(sizes, keeps, strict=True)):
+        groups.setdefault((n, k), []).append(g)
+    chosen: list[Tensor] = []
+    for (n, k), members in groups.items():
+        starts = torch.tensor([offsets[g] for g in members], device=device)
+        index = starts[:, None] + torch.arange(n, device=device)
+        if scores is None:
+            group_scores = torch.zeros(index.shape, device=index.device)
+        else:
+            group_scores = scores[index.to(scores.device)]
+        group_features = None if features is None else features[index.to(features.device)]
+        local = policy.select(group_scores, group_features, k)
+        chosen.append(index.gather(1, local.to(index.device)).reshape(-1))
+    return torch.cat(chosen)
+
+
+def _check_cache(cache: Any) -> None:
+    if cache is None:
+        return
+    from transformers.cache_utils import DynamicCache
+
+    if not isinstance(cache, DynamicCache):
+        msg = (
+            f"halfv needs a DynamicCache (per-layer caches of different lengths), got "
+            f"{type(cache).__name__}; call generate(..., cache_implementation='dynamic') "
+            "or leave past_key_values unset"
+        )
+        raise UnsupportedModelError(msg)

@@ -1,0 +1,223 @@
+"""State surgery for pruned sequences: pure tensor maths, no model wiring.
+
+After a prune the decoder runs on a shorter sequence. Every tensor the decoder loop
+passes to a layer is built once for the *original* prompt, so each pruned stage carries a
+:class:`StageLayout` that maps its slots back to original positions. With it we gather
+rotary tables, position ids and 4-D masks, so every surviving token keeps its original
+position, and remap decode-time masks onto each layer's (shorter) KV cache.
+
+Ragged batches: samples may keep different numbers of tokens. Shorter samples are padded
+*at the front* with dummy slots (``valid == False``) so that the last slot is always the
+last real prompt token (the LM head reads it). A dummy slot is invisible to every query
+and attends only to itself, so it can never produce NaNs or leak into real tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "StageLayout",
+    "allowed_to_mask",
+    "gather_rows",
+    "gather_seq",
+    "next_layout",
+    "prefill_stage_mask",
+    "remap_decode_mask",
+]
+
+
+@dataclass(frozen=True)
+class StageLayout:
+    """Slots of one pruned stage.
+
+    Attributes:
+        orig_pos: ``[B, S]`` original prompt position of each slot, increasing over the
+            real slots of a sample.
+        valid: ``[B, S]`` False on front-padding dummy slots.
+        visual: ``[B, S]`` True on visual slots.
+        prev_index: ``[B, S]`` column of each slot in the previous stage's sequence (what
+            hidden states are gathered with at the stage boundary).
+        has_dummies: whether any slot is a dummy (then masks are always needed).
+    """
+
+    orig_pos: Tensor
+    valid: Tensor
+    visual: Tensor
+    prev_index: Tensor
+    has_dummies: bool
+
+    @property
+    def length(self) -> int:
+        """Number of slots ``S``."""
+        return int(self.orig_pos.shape[1])
+
+    def to(self, device: torch.device) -> StageLayout:
+        """The same layout on ``device``."""
+        if self.orig_pos.device == device:
+            return self
+        return StageLayout(
+            orig_pos=self.orig_pos.to(device),
+            valid=self.valid.to(device),
+            visual=self.visual.to(device),
+            prev_index=self.prev_index.to(device),
+            has_dummies=self.has_dummies,
+        )
+
+
+def initial_layout(visual_mask: Tensor) -> StageLayout:
+    """The identity layout of the unpruned prompt."""
+    b, t = visual_mask.shape
+    pos = torch.arange(t, device=visual_mask.device).expand(b, t)
+    return StageLayout(
+        orig_pos=pos,
+        valid=torch.ones_like(visual_mask),
+        visual=visual_mask,
+        prev_index=pos,
+        has_dummies=False,
+    )
+
+
+def next_layout(prev: StageLayout, alive: Tensor, visual_mask: Tensor) -> StageLayout:
+    """The layout of the next stage.
+
+    Args:
+        prev: layout of the current stage.
+        alive: ``[B, T]`` bool over ORIGINAL positions: tokens that survive into the next
+            stage (a subset of the current stage's real slots).
+        visual_mask: ``[B, T]`` bool over original positions.
+
+    Returns:
+        Layout whose real slots are the alive positions in original order, front-padded
+        with dummies so every sample has ``max(alive.sum(1))`` slots.
+    """
+    b, t = alive.shape
+    counts = alive.sum(dim=1)
+    length = int(counts.max().item())  # one host sync per stage, not per token
+    arange = torch.arange(t, device=alive.device).expand(b, t)
+    # Dead positions sort first, alive ones last, each group in original order; the last
+    # `length` columns are (length - count) dead fillers followed by every alive position.
+    key = torch.where(alive, arange + t, arange)
+    order = key.argsort(dim=1)[:, t - length :]
+    valid = alive.gather(1, order)
+    # Column of each original position in the previous stage (0 where it was not present;
+    # only dummies read those, and their content is never used).
+    prev_col = torch.zeros(b, t, dtype=torch.long, device=alive.device)
+    prev_cols = torch.arange(prev.length, device=alive.device).expand(b, -1)
+    prev_col.scatter_(1, prev.orig_pos, torch.where(prev.valid, prev_cols, 0))
+    return StageLayout(
+        orig_pos=order,
+        valid=valid,
+        visual=visual_mask.gather(1, order),
+        prev_index=prev_col.gather(1, order),
+        has_dummies=bool((counts != length).any().item()),
+    )
+
+
+def gather_seq(x: Tensor, index: Tensor, dim: int = 1) -> Tensor:
+    """Gather ``x`` along its sequence axis ``dim`` with a per-sample ``index`` ``[B, S]``.
+
+    ``x`` may have batch size 1 (broadcast tables such as rotary cos/sin); it is expanded
+    to the index's batch size.
+    """
+    b, s = index.shape
+    if x.shape[0] != b:
+        x = x.expand(b, *x.shape[1:])
+    shape = [1] * x.dim()
+    shape[0], shape[dim] = b, s
+    full = list(x.shape)
+    full[dim] = s
+    idx = index.view(shape).expand(full)
+    return x.gather(dim, idx)
+
+
+def gather_rows(x: Tensor, index: Tensor) -> Tensor:
+    """Gather rows of ``x`` ``[B, T, D]`` by ``index`` ``[B, S]`` (a ``gather_seq`` alias)."""
+    return gather_seq(x, index, dim=1)
+
+
+def allowed_to_mask(allowed: Tensor, like: Tensor | None, dtype: torch.dtype) -> Tensor:
+    """Turn a bool *allowed* mask into the style the model uses.
+
+    Bool masks (SDPA) stay bool; float masks (eager) become 0 / ``finfo.min``.
+    """
+    if like is not None and like.dtype != torch.bool:
+        zero = torch.zeros((), dtype=like.dtype, device=allowed.device)
+        return torch.where(allowed, zero, torch.finfo(like.dtype).min)
+    if like is None and dtype != torch.bool:
+        zero = torch.zeros((), dtype=dtype, device=allowed.device)
+        return torch.where(allowed, zero, torch.finfo(dtype).min)
+    return allowed
+
+
+def _is_allowed(mask: Tensor) -> Tensor:
+    return mask if mask.dtype == torch.bool else mask == 0
+
+
+def prefill_stage_mask(mask: Tensor | None, layout: StageLayout) -> Tensor | None:
+    """The 4-D prefill mask of a stage, from the full-prompt mask.
+
+    Args:
+        mask: ``[B, 1, T, T]`` (bool or additive float) or ``None`` (plain causal).
+        layout: the stage's layout.
+
+    Returns:
+        ``[B, 1, S, S]`` in the same style, or ``None`` when the stage needs no mask.
+    """
+    if mask is None and not layout.has_dummies:
+        return None
+    if mask is not None:
+        rows = gather_seq(mask, layout.orig_pos, dim=2)
+        allowed = _is_allowed(gather_seq(rows, layout.orig_pos, dim=3))
+    else:
+        s = layout.length
+        causal = torch.ones(s, s, dtype=torch.bool, device=layout.valid.device).tril()
+        allowed = causal.expand(layout.valid.shape[0], 1, s, s)
+    allowed = allowed & layout.valid[:, None, None, :]
+    eye = torch.eye(layout.length, dtype=torch.bool, device=allowed.device)
+    allowed = allowed | (eye & ~layout.valid[:, None, :, None])
+    return allowed_to_mask(allowed, mask, torch.bool)
+
+
+def remap_decode_mask(
+    mask: Tensor | None,
+    layout: StageLayout,
+    prompt_len: int,
+    query_len: int,
+    cached_len: int,
+) -> Tensor | None:
+    """Map a decode-time mask built for layer 0's cache onto a pruned layer's cache.
+
+    Layer 0 caches the whole prompt (``prompt_len`` entries) plus every token generated
+    since; a pruned layer caches the stage's ``S`` slots instead of the prompt. Columns
+    for generated tokens are unchanged.
+
+    Args:
+        mask: ``[B, 1, q, K0]`` with ``K0 = cached_len``, or ``None`` (SDPA without padding).
+        layout: the stage's layout.
+        prompt_len: original prompt length ``T``.
+        query_len: number of new query tokens ``q``.
+        cached_len: layer 0's key count including the new tokens (``K0``).
+    """
+    if mask is None:
+        if not layout.has_dummies:
+            return None
+        # Ragged batch without padding: build the mask SDPA would otherwise not need.
+        generated = cached_len - prompt_len
+        device = layout.valid.device
+        rows = torch.arange(query_len, device=device)[:, None] + (generated - query_len)
+        cols = torch.arange(generated, device=device)[None, :]
+        new_block = (cols <= rows).expand(layout.valid.shape[0], 1, query_len, generated)
+        prompt_block = layout.valid[:, None, None, :].expand(-1, 1, query_len, -1)
+        return torch.cat([prompt_block, new_block], dim=-1)
+    prompt_cols = gather_seq(mask[..., :prompt_len], layout.orig_pos, dim=3)
+    if layout.has_dummies:
+        hidden = ~layout.valid[:, None, None, :]
+        if prompt_cols.dtype == torch.bool:
+            prompt_cols = prompt_cols & ~hidden
+        else:
+            prompt_cols = prompt_cols.masked_fill(hidden, torch.finfo(prompt_cols.dtype).min)
+    return torch.cat([prompt_cols, mask[..., prompt_len:]], dim=-1)
