@@ -1,0 +1,397 @@
+"""Prefill FLOPs of a HalfV schedule, in two conventions.
+
+One :class:`LayerLoad` per decoder layer says how many rows and keys it processes;
+:func:`schedule_loads` derives them from a :class:`~halfv.config.PruningConfig`,
+:func:`flops_from_token_counts` from counts observed at run time. Two formulas price a load:
+
+* :func:`field_layer_flops` -- the FastV field convention ``4nd^2 + 2n^2d + 2ndm`` that
+  token-pruning papers report (no GQA, two-matrix MLP, non-causal attention);
+* :func:`exact_layer_flops` -- every matrix multiply of a GQA + SwiGLU decoder layer at 2
+  FLOPs per multiply-add, causal attention, plus HalfV's own relevance and selection work.
+
+Both count the language model's decoder layers during prefill only: the vision encoder,
+projector, embeddings, norms, RoPE, softmax, activations, residual adds and the LM head
+(prefill with ``logits_to_keep=1``) are left out. See ``docs/flops.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from halfv.budget import kept_count
+from halfv.config import PruningConfig
+from halfv.model_specs import ModelDims
+
+__all__ = [
+    "FlopsReport",
+    "LayerLoad",
+    "Stage",
+    "estimate",
+    "exact_layer_flops",
+    "field_layer_flops",
+    "flops_from_token_counts",
+    "prefill_flops",
+    "schedule_loads",
+]
+
+Variant = Literal["field", "exact"]
+ResolvedSSRMode = Literal["prune", "freeze", "none"]
+_RESOLVED_MODES: dict[str, ResolvedSSRMode] = {"prune": "prune", "freeze": "freeze", "none": "none"}
+
+UNSCORED_IVR_POLICIES = frozenset({"random", "uniform", "diversity"})
+"""IVR policies that need no relevance pass; any other name is assumed to need one."""
+DIVERSITY_IVR_POLICIES = frozenset({"halfv", "diversity"})
+"""IVR policies that run farthest-point selection over the span's features."""
+
+
+def _check_count(name: str, value: object, minimum: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        msg = f"{name}={value!r} must be an int >= {minimum}"
+        raise ValueError(msg)
+    return value
+
+
+@dataclass(frozen=True)
+class LayerLoad:
+    """What one decoder layer processes during prefill.
+
+    Attributes:
+        query_tokens: rows through the Q projection, attention output, O projection and MLP.
+        kv_tokens: keys/values in this layer, all of which get K and V projections. Must
+            equal ``query_tokens + frozen_visual``.
+        frozen_visual: frozen visual tokens: K/V projections only, no query, no MLP.
+        relevance_keys: visual keys scored by a last-token relevance pass made before this
+            layer (0: no pass). Counted by the exact variant only.
+        selection_pairs: cosine evaluations of a farthest-point selection made before this
+            layer, ``2 * d`` FLOPs each. Counted by the exact variant only.
+        causal_pairs: (query, key) pairs attended; ``None`` assumes the query rows are the
+            last ``query_tokens`` positions, giving ``q * kv - q * (q - 1) / 2``.
+    """
+
+    query_tokens: int
+    kv_tokens: int
+    frozen_visual: int = 0
+    relevance_keys: int = 0
+    selection_pairs: int = 0
+    causal_pairs: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("query_tokens", "frozen_visual", "relevance_keys", "selection_pairs"):
+            _check_count(name, getattr(self, name))
+        _check_count("kv_tokens", self.kv_tokens, minimum=1)
+        if self.kv_tokens != self.query_tokens + self.frozen_visual:
+            msg = (
+                f"kv_tokens={self.kv_tokens} must equal query_tokens={self.query_tokens} + "
+                f"frozen_visual={self.frozen_visual}: every key gets its K/V projection here"
+            )
+            raise ValueError(msg)
+        pairs, most = self.causal_pairs, self.query_tokens * self.kv_tokens
+        if pairs is not None and _check_count("causal_pairs", pairs) > most:
+            msg = f"causal_pairs={pairs} exceeds query_tokens * kv_tokens = {most}: pass <= {most}"
+            raise ValueError(msg)
+
+    @property
+    def attended_pairs(self) -> int:
+        """(query, key) pairs of the causal attention, see :attr:`causal_pairs`."""
+        if self.causal_pairs is not None:
+            return self.causal_pairs
+        q = self.query_tokens
+        return q * self.kv_tokens - q * (q - 1) // 2
+
+
+def field_layer_flops(dims: ModelDims, load: LayerLoad) -> int:
+    """FastV field convention for one layer: ``4nd^2 + 2n*n_kv*d + 2ndm + 2*n_v*d^2``.
+
+    ``n`` = query rows, ``n_kv`` = keys, ``n_v`` = frozen visual tokens. Without frozen
+    tokens ``n_kv = n`` and this is FastV's ``4nd^2 + 2n^2d + 2ndm``; a frozen layer adds
+    the method doc section 8.3 terms (text-to-all attention and visual K/V projections).
+    Relevance and selection work is not counted.
+    """
+    d, m = dims.hidden_size, dims.intermediate_size
+    n, n_kv, n_v = load.query_tokens, load.kv_tokens, load.frozen_visual
+    return 4 * n * d * d + 2 * n * n_kv * d + 2 * n * d * m + 2 * n_v * d * d
+
+
+def exact_layer_flops(dims: ModelDims, load: LayerLoad) -> int:
+    """Matrix-multiply FLOPs of one GQA + SwiGLU layer (2 FLOPs per multiply-add).
+
+    Q, O projections and the three-matrix MLP run on ``query_tokens`` rows; K and V on
+    ``kv_tokens`` rows at ``num_kv_heads * head_dim`` width; scores and the weighted sum
+    cost ``2 * H * head_dim`` per matrix per causal pair. Adds the relevance pass (one
+    last-token query row, K projection of the scored keys, their dot products) and the
+    selection's cosine evaluations.
+    """
+    d, m = dims.hidden_size, dims.intermediate_size
+    q_width = dims.num_heads * dims.head_dim
+    kv_width = dims.num_kv_heads * dims.head_dim
+    n_q, n_kv = load.query_tokens, load.kv_tokens
+    total = (
+        2 * n_q * d * q_width  # Q projection
+        + 2 * 2 * n_kv * d * kv_width  # K and V projections
+        + 2 * 2 * q_width * load.attended_pairs  # QK^T and attention-weighted V
+        + 2 * n_q * q_width * d  # O projection
+        + 2 * 3 * n_q * d * m  # gate, up, down
+    )
+    r = load.relevance_keys
+    if r:
+        total += 2 * d * q_width + 2 * r * d * kv_width + 2 * q_width * r
+    return total + 2 * d * load.selection_pairs
+
+
+def prefill_flops(dims: ModelDims, loads: Iterable[LayerLoad], variant: Variant) -> float:
+    """Sum the per-layer FLOPs of ``loads`` under ``variant`` ("field" or "exact")."""
+    formulas = {"field": field_layer_flops, "exact": exact_layer_flops}
+    if variant not in formulas:
+        msg = f"variant={variant!r} is not a FLOPs variant: use 'field' or 'exact'"
+        raise ValueError(msg)
+    return float(sum(formulas[variant](dims, load) for load in loads))
+
+
+def _spans(visual_tokens: int | Sequence[int]) -> tuple[int, ...]:
+    if isinstance(visual_tokens, int):
+        return () if _check_count("visual_tokens", visual_tokens) == 0 else (visual_tokens,)
+    return tuple(_check_count("visual span length", n, minimum=1) for n in visual_tokens)
+
+
+def _resolve_mode(config: PruningConfig, ssr_mode: str | None) -> ResolvedSSRMode:
+    mode: str = config.ssr_mode if ssr_mode is None else ssr_mode
+    if mode == "auto":
+        msg = (
+            "config.ssr_mode='auto' is decided at run time by the saturation detector: pass "
+            "ssr_mode='prune', 'freeze' or 'none' explicitly (see `halfv profile`)"
+        )
+        raise ValueError(msg)
+    resolved = _RESOLVED_MODES.get(mode)
+    if resolved is None:
+        msg = f"ssr_mode={mode!r} is not one of 'prune', 'freeze', 'none'"
+        raise ValueError(msg)
+    if mode != "none" and config.ssr_layer is None:
+        msg = f"ssr_mode={mode!r} needs config.ssr_layer; set it or use ssr_mode='none'"
+        raise ValueError(msg)
+    if mode == "prune" and config.ssr_keep > config.ivr_keep:
+        msg = f"ssr_keep={config.ssr_keep} > ivr_keep={config.ivr_keep}: use ssr_keep <= ivr_keep"
+        raise ValueError(msg)
+    return resolved
+
+
+def schedule_loads(
+    num_layers: int,
+    config: PruningConfig,
+    visual_tokens: int | Sequence[int],
+    text_tokens: int,
+    ssr_mode: ResolvedSSRMode | None = None,
+) -> list[LayerLoad]:
+    """Per-layer loads of a prefill under ``config``.
+
+    Args:
+        num_layers: decoder layers of the language model.
+        config: the schedule; each span keeps ``kept_count(N_i, ratio)`` tokens.
+        visual_tokens: one span length, or one per span (0 or ``[]``: text only).
+        text_tokens: non-visual prompt tokens.
+        ssr_mode: overrides ``config.ssr_mode``; required when that is ``"auto"``.
+
+    Raises:
+        ValueError: a negative count, layers beyond ``num_layers``, an unresolved ``"auto"``,
+            or an SSR mode without ``ssr_layer``.
+    """
+    spans = _spans(visual_tokens)
+    text = _check_count("text_tokens", text_tokens)
+    if text + sum(spans) == 0:
+        msg = "the prompt has no tokens: pass text_tokens >= 1 or at least one visual span"
+        raise ValueError(msg)
+    config.check_depth(num_layers)
+    mode = _resolve_mode(config, ssr_mode)
+
+    ivr = [kept_count(n, config.ivr_keep) for n in spans]
+    ssr = [kept_count(n, config.ssr_keep) for n in spans] if mode == "prune" else ivr
+    policy = config.ivr_policy
+    scored = policy not in UNSCORED_IVR_POLICIES
+    ivr_rel = sum(n for n, k in zip(spans, ivr, strict=True) if k < n) if scored else 0
+    ivr_sel = 0
+    if policy in DIVERSITY_IVR_POLICIES:
+        anchors = 0.0 if policy == "diversity" else config.attention_share
+        for n, k in zip(spans, ivr, strict=True):
+            if k < n and int(k * anchors) < k:
+                ivr_sel += n * k  # seeding + one row per farthest-point step: about N * K
+    ssr_rel = sum(k for k, k2 in zip(ivr, ssr, strict=True) if k2 < k)
+
+    full, after_ivr, after_ssr = text + sum(spans), text + sum(ivr), text + sum(ssr)
+    end = config.ssr_layer if mode != "none" and config.ssr_layer else num_layers
+    loads: list[LayerLoad] = []
+    for layer in range(num_layers):
+        if layer < config.ivr_layer:
+            rel = ivr_rel if layer == config.ivr_layer - 1 else 0
+            loads.append(LayerLoad(full, full, relevance_keys=rel))
+        elif layer < end:
+            rel = ssr_rel if mode == "prune" and layer == end - 1 else 0
+            sel = ivr_sel if layer == config.ivr_layer else 0
+            loads.append(LayerLoad(after_ivr, after_ivr, relevance_keys=rel, selection_pairs=sel))
+        elif mode == "prune":
+            loads.append(LayerLoad(after_ssr, after_ssr))
+        else:  # freeze: text rows only; the IVR survivors stay as keys
+            loads.append(LayerLoad(text, after_ivr, frozen_visual=sum(ivr)))
+    return loads
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A run of consecutive layers with the same token counts."""
+
+    first_layer: int
+    last_layer: int
+    query_tokens: int
+    kv_tokens: int
+    frozen_visual: int
+
+
+@dataclass(frozen=True)
+class FlopsReport:
+    """Full-model versus pruned prefill FLOPs, in both variants.
+
+    Attributes:
+        model: label of the model (``ModelDims.name``).
+        full_loads: per-layer loads without pruning.
+        pruned_loads: per-layer loads under the schedule.
+        full_field, pruned_field: field-convention FLOPs.
+        full_exact, pruned_exact: exact FLOPs (pruned includes relevance and selection).
+    """
+
+    model: str
+    full_loads: tuple[LayerLoad, ...]
+    pruned_loads: tuple[LayerLoad, ...]
+    full_field: float
+    pruned_field: float
+    full_exact: float
+    pruned_exact: float
+
+    @classmethod
+    def from_loads(
+        cls, dims: ModelDims, full: Sequence[LayerLoad], pruned: Sequence[LayerLoad]
+    ) -> FlopsReport:
+        """Evaluate both variants on ``full`` and ``pruned`` loads."""
+        return cls(
+            model=dims.name,
+            full_loads=tuple(full),
+            pruned_loads=tuple(pruned),
+            full_field=prefill_flops(dims, full, "field"),
+            pruned_field=prefill_flops(dims, pruned, "field"),
+            full_exact=prefill_flops(dims, full, "exact"),
+            pruned_exact=prefill_flops(dims, pruned, "exact"),
+        )
+
+    @property
+    def speedup_field(self) -> float:
+        """``full_field / pruned_field``."""
+        return self.full_field / self.pruned_field
+
+    @property
+    def speedup_exact(self) -> float:
+        """``full_exact / pruned_exact``."""
+        return self.full_exact / self.pruned_exact
+
+    @property
+    def query_tokens(self) -> tuple[int, ...]:
+        """Query rows per layer under the schedule."""
+        return tuple(load.query_tokens for load in self.pruned_loads)
+
+    @property
+    def kv_tokens(self) -> tuple[int, ...]:
+        """Keys per layer under the schedule."""
+        return tuple(load.kv_tokens for load in self.pruned_loads)
+
+    def stages(self) -> list[Stage]:
+        """Group the pruned loads into runs of equal token counts."""
+        out: list[Stage] = []
+        for i, load in enumerate(self.pruned_loads):
+            key = (load.query_tokens, load.kv_tokens, load.frozen_visual)
+            if out and (out[-1].query_tokens, out[-1].kv_tokens, out[-1].frozen_visual) == key:
+                out[-1] = Stage(out[-1].first_layer, i, *key)
+            else:
+                out.append(Stage(i, i, *key))
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (FLOPs, speedups, stages, per-layer token counts)."""
+        variants = {
+            "field": (self.full_field, self.pruned_field, self.speedup_field),
+            "exact": (self.full_exact, self.pruned_exact, self.speedup_exact),
+        }
+        return {
+            "model": self.model,
+            **{
+                k: dict(zip(("full", "pruned", "speedup"), v, strict=True))
+                for k, v in variants.items()
+            },
+            "stages": [asdict(stage) for stage in self.stages()],
+            "query_tokens": list(self.query_tokens),
+            "kv_tokens": list(self.kv_tokens),
+        }
+
+
+def estimate(
+    dims: ModelDims,
+    config: PruningConfig,
+    visual_tokens: int | Sequence[int],
+    text_tokens: int,
+    ssr_mode: ResolvedSSRMode | None = None,
+) -> FlopsReport:
+    """FLOPs of one prefill under ``config`` versus the unpruned model.
+
+    Example:
+        >>> from halfv.model_specs import get_model_spec
+        >>> spec = get_model_spec("qwen2.5-vl-7b")
+        >>> round(estimate(spec.dims, spec.schedule, 4000, 60).speedup_field, 2)
+        4.08
+    """
+    pruned = schedule_loads(dims.num_layers, config, visual_tokens, text_tokens, ssr_mode)
+    total = pruned[0].kv_tokens
+    return FlopsReport.from_loads(dims, [LayerLoad(total, total)] * dims.num_layers, pruned)
+
+
+def flops_from_token_counts(
+    dims: ModelDims,
+    query_tokens: Sequence[int],
+    kv_tokens: Sequence[int] | None = None,
+    *,
+    relevance_keys: Mapping[int, int] | None = None,
+    selection_pairs: Mapping[int, int] | None = None,
+) -> FlopsReport:
+    """Report the FLOPs of a prefill that was actually served, from observed counts.
+
+    Args:
+        dims: model dimensions; ``len(query_tokens)`` must be ``dims.num_layers``.
+        query_tokens: rows each layer ran through Q/O/MLP.
+        kv_tokens: keys each layer held (default: ``query_tokens``); the difference is
+            counted as frozen visual tokens.
+        relevance_keys: ``{layer: keys scored before that layer}`` for relevance passes.
+        selection_pairs: ``{layer: cosine evaluations}`` for selections before that layer.
+
+    Raises:
+        ValueError: lengths differ from ``dims.num_layers``, or a count is invalid.
+    """
+    kv = list(query_tokens) if kv_tokens is None else list(kv_tokens)
+    if len(query_tokens) != dims.num_layers or len(kv) != dims.num_layers:
+        msg = (
+            f"got {len(query_tokens)} query and {len(kv)} kv counts for {dims.name!r} with "
+            f"{dims.num_layers} layers: pass one count per decoder layer"
+        )
+        raise ValueError(msg)
+    bad = [i for i, (q, k) in enumerate(zip(query_tokens, kv, strict=True)) if k < q]
+    if bad:
+        msg = (
+            f"layer {bad[0]} has fewer kv tokens than query tokens: kv_tokens[i] >= query_tokens[i]"
+        )
+        raise ValueError(msg)
+    rel, sel = dict(relevance_keys or {}), dict(selection_pairs or {})
+    for layer in (*rel, *sel):
+        if not 0 <= layer < dims.num_layers:
+            msg = f"layer {layer} is out of range: use 0 <= layer < {dims.num_layers}"
+            raise ValueError(msg)
+    pruned = [
+        LayerLoad(q, k, k - q, rel.get(i, 0), sel.get(i, 0))
+        for i, (q, k) in enumerate(zip(query_tokens, kv, strict=True))
+    ]
+    total = max(kv)  # layer 0 always sees the whole prompt
+    return FlopsReport.from_loads(dims, [LayerLoad(total, total)] * dims.num_layers, pruned)
