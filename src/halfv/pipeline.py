@@ -23,6 +23,7 @@ from torch import nn
 
 from halfv.config import PruningConfig, load_config
 from halfv.errors import HalfvError
+from halfv.flops import FlopsReport, flops_from_token_counts
 from halfv.interfaces import (
     BackboneAdapter,
     EntropyEstimator,
@@ -30,6 +31,7 @@ from halfv.interfaces import (
     SaturationReport,
     SSRPolicy,
 )
+from halfv.model_specs import ModelDims
 from halfv.plan import PruneStats
 from halfv.plugins import get_adapter_for, get_estimator, get_ivr_policy, get_ssr_policy
 from halfv.runtime import PruningRuntime
@@ -137,6 +139,35 @@ class PruningHandle:
     def stats(self) -> PruneStats | None:
         """Token counts of the last pruned prefill (``None`` before the first one)."""
         return self._live().last_stats
+
+    def flops(self, sample: int = 0) -> FlopsReport:
+        """Prefill FLOPs of the last pruned call for one sample, pruned vs unpruned.
+
+        Counts the rows each layer really processed (``stats.layers``), the relevance
+        passes and the farthest-point selection, in both the FastV field convention and
+        the exact variant (see :mod:`halfv.flops`).
+        """
+        stats = self.stats
+        if stats is None:
+            msg = "no pruned prefill has run through this handle yet: call the model first"
+            raise HalfvError(msg)
+        runtime = self._live()
+        cfg = self.config
+        visual = stats.visual_tokens[sample]
+        relevance: dict[int, int] = {}
+        if runtime.ivr_policy.needs_scores:
+            relevance[cfg.ivr_layer - 1] = visual
+        if runtime.ssr_mode == "prune" and cfg.ssr_layer is not None:
+            relevance[cfg.ssr_layer - 1] = stats.layers[cfg.ssr_layer - 1].visual[sample]
+        kept = stats.layers[cfg.ivr_layer].visual[sample]
+        selection = {cfg.ivr_layer: visual * kept} if runtime.ivr_policy.needs_features else {}
+        return flops_from_token_counts(
+            ModelDims.from_config(runtime.model.config),
+            [layer.query_rows[sample] for layer in stats.layers],
+            [layer.sequence[sample] for layer in stats.layers],
+            relevance_keys=relevance,
+            selection_pairs=selection,
+        )
 
     @property
     def decode_steps(self) -> int:

@@ -307,6 +307,7 @@ class PruningRuntime:
         return prefill_stage_mask(value, layout.to(device))
 
     # ------------------------------------------------------------------ scoring
+    @torch.no_grad()
     def _score(
         self, idx: int, plan: PrefillPlan, hidden: Tensor, kwargs: dict[str, Any], rope: bool
     ) -> Tensor:
@@ -331,14 +332,16 @@ class PruningRuntime:
             self.config.relevance_scaling,
         )
 
-    def _transition(
+    @torch.no_grad()
+    def _select(
         self,
         idx: int,
         plan: PrefillPlan,
         hidden: Tensor,
         policy: IVRPolicy | SSRPolicy,
         stage: Literal["ivr", "ssr"],
-    ) -> Tensor:
+    ) -> StageLayout:
+        """Choose the survivors of a pruning layer; returns the new stage's layout."""
         layout = plan.current_layout(idx - 1)
         rows, _ = plan.visual_rows(layout)
         b, s, d = hidden.shape
@@ -359,7 +362,19 @@ class PruningRuntime:
         new_layout = next_layout(layout, alive, visual)
         plan.layouts[idx] = new_layout
         plan.scores = None
-        return gather_rows(hidden, new_layout.prev_index.to(hidden.device))
+        return new_layout
+
+    def _transition(
+        self,
+        idx: int,
+        plan: PrefillPlan,
+        hidden: Tensor,
+        policy: IVRPolicy | SSRPolicy,
+        stage: Literal["ivr", "ssr"],
+    ) -> Tensor:
+        """Prune at layer ``idx``: select, then gather the hidden states of the survivors."""
+        layout = self._select(idx, plan, hidden, policy, stage)
+        return gather_rows(hidden, layout.prev_index.to(hidden.device))
 
     # ------------------------------------------------------------------ stats
     def _stats(self, plan: PrefillPlan) -> PruneStats:
