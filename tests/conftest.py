@@ -1,0 +1,66 @@
+"""Shared test configuration: hypothesis profiles, torch threads and seeding, marker skips.
+
+Hypothesis profiles (pick one with ``HALFV_HYPOTHESIS_PROFILE``, default ``dev``):
+
+* ``dev`` -- 30 examples per property, no deadline: quick local runs.
+* ``ci`` -- 100 examples per property, no deadline, ``too_slow`` health check off:
+  used by ``.ci/run``.
+
+Markers: ``gpu`` tests are skipped when CUDA is unavailable; ``plugin`` tests are skipped
+when the example plugin (``./plugins/halfv-example``) is not installed.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import random
+
+import pytest
+import torch
+from hypothesis import HealthCheck, settings
+
+TORCH_THREADS = 2
+EXAMPLE_PLUGIN_DIST = "halfv-example"
+
+settings.register_profile("dev", max_examples=30, deadline=None)
+settings.register_profile(
+    "ci", max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile(os.environ.get("HALFV_HYPOTHESIS_PROFILE", "dev"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # CI machines have 2 cores; more intra-op threads only oversubscribe them.
+    torch.set_num_threads(TORCH_THREADS)
+
+
+def _example_plugin_installed() -> bool:
+    try:
+        importlib.metadata.distribution(EXAMPLE_PLUGIN_DIST)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA device (torch.cuda.is_available() is False)")
+    skip_plugin = pytest.mark.skip(
+        reason=f"needs the example plugin: pip install ./plugins/{EXAMPLE_PLUGIN_DIST}"
+    )
+    has_cuda = torch.cuda.is_available()
+    has_plugin = _example_plugin_installed()
+    for item in items:
+        if item.get_closest_marker("gpu") and not has_cuda:
+            item.add_marker(skip_gpu)
+        if item.get_closest_marker("plugin") and not has_plugin:
+            item.add_marker(skip_plugin)
+
+
+@pytest.fixture
+def torch_seed() -> int:
+    """Seed torch (and ``random``) with a fixed value and return it."""
+    seed = 0
+    torch.manual_seed(seed)
+    random.seed(seed)
+    return seed
