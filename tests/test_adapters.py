@@ -2,37 +2,40 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import pytest
 import torch
-from tiny import BUILDERS, Tiny
 
 import halfv
 from halfv.budget import kept_count
 from halfv.interfaces import SSRPolicy
 from halfv.policies import UniformPolicy
 from halfv.selection import uniform_indices
+from tiny import BUILDERS, Tiny
 
 FAMILIES = sorted(BUILDERS)
 ATTENTION = ("sdpa", "eager")
 PRUNE = halfv.PruningConfig(ivr_layer=2, ivr_keep=0.25, ssr_layer=4, ssr_mode="prune", ssr_keep=0.1)
 FREEZE = halfv.PruningConfig(ivr_layer=2, ivr_keep=0.5, ssr_layer=4, ssr_mode="freeze")
-KEEP_ALL = halfv.PruningConfig(ivr_layer=2, ivr_keep=1.0, ssr_layer=4, ssr_mode="prune", ssr_keep=1.0)
+KEEP_ALL = halfv.PruningConfig(
+    ivr_layer=2, ivr_keep=1.0, ssr_layer=4, ssr_mode="prune", ssr_keep=1.0
+)
 
 _CACHE: dict[tuple[str, str], Tiny] = {}
 
 
-@pytest.fixture(params=[(f, a) for f in FAMILIES for a in ATTENTION], ids=lambda p: f"{p[0]}-{p[1]}")
-def tiny(request: pytest.FixtureRequest) -> Iterator[Tiny]:
+@pytest.fixture(
+    params=[(f, a) for f in FAMILIES for a in ATTENTION], ids=lambda p: f"{p[0]}-{p[1]}"
+)
+def tiny(request: pytest.FixtureRequest) -> Tiny:
     family, attention = request.param
     key = (family, attention)
     if key not in _CACHE:
         built = BUILDERS[family]()
         built.model.set_attn_implementation(attention)
         _CACHE[key] = built
-    yield _CACHE[key]
+    return _CACHE[key]
 
 
 def _logits(model: torch.nn.Module, inputs: dict[str, Any]) -> torch.Tensor:
@@ -77,7 +80,14 @@ def test_budget_order_and_text(tiny: Tiny, config: halfv.PruningConfig) -> None:
         _logits(tiny.model, inputs)
         stats = handle.stats
     assert stats is not None
-    visual = set(torch.isin(ids, torch.tensor(halfv.get_adapter_for(tiny.model).visual_token_ids(tiny.model))).nonzero().flatten().tolist())
+    visual = set(
+        torch.isin(
+            ids, torch.tensor(halfv.get_adapter_for(tiny.model).visual_token_ids(tiny.model))
+        )
+        .nonzero()
+        .flatten()
+        .tolist()
+    )
     text = set(range(len(ids))) - visual
     spans = stats.spans[0]
     assert len(spans) == 2
@@ -103,7 +113,9 @@ class _StrideSSR(SSRPolicy):
     needs_scores: ClassVar[bool] = False
     needs_features: ClassVar[bool] = False
 
-    def _choose(self, scores: torch.Tensor, features: torch.Tensor | None, keep: int) -> torch.Tensor:
+    def _choose(
+        self, scores: torch.Tensor, features: torch.Tensor | None, keep: int
+    ) -> torch.Tensor:
         index = uniform_indices(scores.shape[1], keep, scores.device)
         return index.expand(scores.shape[0], keep)
 
@@ -130,7 +142,11 @@ def test_cached_decode_equals_recompute(tiny: Tiny, mode: str) -> None:
     prompt_len = inputs["input_ids"].shape[1]
     with pipeline.attach(model), torch.no_grad():
         out = model.generate(
-            **inputs, max_new_tokens=4, do_sample=False, output_logits=True, return_dict_in_generate=True
+            **inputs,
+            max_new_tokens=4,
+            do_sample=False,
+            output_logits=True,
+            return_dict_in_generate=True,
         )
         for step in range(1, 4):
             grown = _extend(inputs, out.sequences[:, prompt_len : prompt_len + step])
@@ -163,7 +179,9 @@ def test_batch_equals_single(tiny: Tiny, config: halfv.PruningConfig) -> None:
 _SEQUENCE_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids")
 
 
-def _pixels_of(tiny: Tiny, batch: dict[str, Any], samples: list[list[Any]], i: int) -> dict[str, Any]:
+def _pixels_of(
+    tiny: Tiny, batch: dict[str, Any], samples: list[list[Any]], i: int
+) -> dict[str, Any]:
     """The visual tensors that belong to sample ``i`` of ``batch``."""
     counts = [sum(seg == "img" for seg in s) for s in samples]
     first, n = sum(counts[:i]), counts[i]
@@ -208,8 +226,15 @@ def test_layers_beyond_depth_rejected_before_forward() -> None:
 def test_unknown_model_type_lists_registered() -> None:
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    model = LlamaForCausalLM(LlamaConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-                                         num_attention_heads=2, vocab_size=50))
+    model = LlamaForCausalLM(
+        LlamaConfig(
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            vocab_size=50,
+        )
+    )
     with pytest.raises(halfv.UnknownComponentError, match="llama") as info:
         halfv.apply(model)
     for name in ("llava", "qwen2_5_vl", "internvl"):

@@ -13,7 +13,6 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from strategies import keep_ratios, visual_layouts
 from transformers import LlamaConfig, LlamaForCausalLM
 
 import halfv
@@ -22,6 +21,7 @@ from halfv.budget import kept_count
 from halfv.interfaces import SSRPolicy
 from halfv.policies import UniformPolicy
 from halfv.selection import uniform_indices
+from strategies import keep_ratios, visual_layouts
 
 VISUAL = 7
 
@@ -45,14 +45,23 @@ class StrideSSR(SSRPolicy):
     needs_scores: ClassVar[bool] = False
     needs_features: ClassVar[bool] = False
 
-    def _choose(self, scores: torch.Tensor, features: torch.Tensor | None, keep: int) -> torch.Tensor:
+    def _choose(
+        self, scores: torch.Tensor, features: torch.Tensor | None, keep: int
+    ) -> torch.Tensor:
         return uniform_indices(scores.shape[1], keep, scores.device).expand(scores.shape[0], keep)
 
 
 def _model(attention: str) -> LlamaForCausalLM:
     torch.manual_seed(0)
-    cfg = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
-                      num_key_value_heads=2, vocab_size=64, max_position_embeddings=512)
+    cfg = LlamaConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=64,
+        max_position_embeddings=512,
+    )
     model = LlamaForCausalLM(cfg).eval()
     model.set_attn_implementation(attention)
     return model
@@ -82,7 +91,9 @@ def _batch(rows: list[torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def _config(ivr_keep: float, ssr_keep: float, mode: str) -> halfv.PruningConfig:
     ssr_keep = min(ssr_keep, ivr_keep)
-    return halfv.PruningConfig(ivr_layer=1, ivr_keep=ivr_keep, ssr_layer=3, ssr_mode=mode, ssr_keep=ssr_keep)
+    return halfv.PruningConfig(
+        ivr_layer=1, ivr_keep=ivr_keep, ssr_layer=3, ssr_mode=mode, ssr_keep=ssr_keep
+    )
 
 
 @settings(max_examples=25, deadline=None)
@@ -94,7 +105,7 @@ def _config(ivr_keep: float, ssr_keep: float, mode: str) -> halfv.PruningConfig:
     policy=st.sampled_from(["halfv", "attention", "diversity", "random", "uniform"]),
     attention=st.sampled_from(["sdpa", "eager"]),
 )
-def test_kept_set_invariants(
+def test_kept_set_invariants(  # noqa: PLR0917 (hypothesis passes strategies by name)
     layout: tuple[int, list[tuple[int, int]]],
     ivr_keep: float,
     ssr_keep: float,
@@ -128,7 +139,9 @@ def test_kept_set_invariants(
 
 @settings(max_examples=12, deadline=None)
 @given(
-    layouts=st.lists(visual_layouts(min_spans=1, max_spans=2, max_span_len=16), min_size=2, max_size=3),
+    layouts=st.lists(
+        visual_layouts(min_spans=1, max_spans=2, max_span_len=16), min_size=2, max_size=3
+    ),
     ivr_keep=keep_ratios(),
     mode=st.sampled_from(["prune", "freeze"]),
     attention=st.sampled_from(["sdpa", "eager"]),
@@ -138,7 +151,13 @@ def test_ragged_batch_equals_single(
 ) -> None:
     model = MODELS[attention]
     config = _config(ivr_keep, 0.2, mode)
-    pipeline = halfv.Pipeline(config, ADAPTER, UniformPolicy(), StrideSSR() if mode == "prune" else halfv.get_ssr_policy("freeze"), halfv.get_estimator("tme"))
+    pipeline = halfv.Pipeline(
+        config,
+        ADAPTER,
+        UniformPolicy(),
+        StrideSSR() if mode == "prune" else halfv.get_ssr_policy("freeze"),
+        halfv.get_estimator("tme"),
+    )
     rows = [_ids(t, s, seed=i) for i, (t, s) in enumerate(layouts)]
     batch = _batch(rows)
     with pipeline.attach(model) as handle, torch.no_grad():
@@ -202,7 +221,9 @@ def test_auto_mode_runs_the_detector() -> None:
     config = halfv.PruningConfig(ivr_layer=1, ivr_keep=0.5, ssr_layer=2, ssr_mode="auto")
     with pytest.raises(ValueError, match="calibration_inputs"):
         halfv.apply(model, config, adapter=ADAPTER)
-    with halfv.apply(model, config, adapter=ADAPTER, calibration_inputs=[{"input_ids": ids}]) as handle:
+    with halfv.apply(
+        model, config, adapter=ADAPTER, calibration_inputs=[{"input_ids": ids}]
+    ) as handle:
         assert handle.saturation is not None
         assert handle.ssr_mode == handle.saturation.mode
         assert len(handle.saturation.kl_per_layer) == 4

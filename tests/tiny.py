@@ -61,13 +61,22 @@ def _left_pad(rows: list[list[int]], extra: list[list[int]] | None = None) -> di
 
 
 def build_llava(layers: int = 6, image_size: int = 112, seed: int = 0) -> Tiny:
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+    from transformers import (
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+    )
 
     torch.manual_seed(seed)
     cfg = LlavaConfig(
         vision_config=CLIPVisionConfig(
-            hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-            image_size=image_size, patch_size=14,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            image_size=image_size,
+            patch_size=14,
         ),
         text_config=LlamaConfig(**{**TEXT, "num_hidden_layers": layers}),
         image_token_id=998,
@@ -101,17 +110,33 @@ def build_qwen(layers: int = 6, grid: int = 16, seed: int = 0) -> Tiny:
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
     torch.manual_seed(seed)
-    ids = {"image_token_id": 995, "video_token_id": 996, "vision_start_token_id": 993,
-           "vision_end_token_id": 994}
+    ids = {
+        "image_token_id": 995,
+        "video_token_id": 996,
+        "vision_start_token_id": 993,
+        "vision_end_token_id": 994,
+    }
     cfg = Qwen2_5_VLConfig(
         vision_config={
-            "depth": 1, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2,
-            "out_hidden_size": 64, "patch_size": 14, "spatial_merge_size": 2,
-            "temporal_patch_size": 2, "window_size": 112, "fullatt_block_indexes": [0],
+            "depth": 1,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_heads": 2,
+            "out_hidden_size": 64,
+            "patch_size": 14,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "window_size": 112,
+            "fullatt_block_indexes": [0],
         },
         text_config={
-            **TEXT, "num_hidden_layers": layers,
-            "rope_parameters": {"rope_type": "default", "rope_theta": 1e4, "mrope_section": [2, 3, 3]},
+            **TEXT,
+            "num_hidden_layers": layers,
+            "rope_parameters": {
+                "rope_type": "default",
+                "rope_theta": 1e4,
+                "mrope_section": [2, 3, 3],
+            },
         },
         **ids,
     )
@@ -151,8 +176,12 @@ def build_internvl(layers: int = 6, image_size: int = 224, seed: int = 0) -> Tin
     torch.manual_seed(seed)
     cfg = InternVLConfig(
         vision_config={
-            "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
-            "num_attention_heads": 2, "image_size": [image_size, image_size], "patch_size": [14, 14],
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "image_size": [image_size, image_size],
+            "patch_size": [14, 14],
         },
         text_config={**TEXT, "num_hidden_layers": layers, "model_type": "qwen2"},
         image_token_id=998,
@@ -193,8 +222,12 @@ def build_llava_next(layers: int = 6, seed: int = 0) -> Tiny:
     size = 56
     cfg = LlavaNextConfig(
         vision_config=CLIPVisionConfig(
-            hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-            image_size=size, patch_size=14,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            image_size=size,
+            patch_size=14,
         ),
         text_config=LlamaConfig(**{**TEXT, "num_hidden_layers": layers}),
         image_token_id=998,

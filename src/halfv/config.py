@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = ["CONFIG_SCHEMA_VERSION", "PruningConfig", "SSRMode", "load_config", "save_config"]
 
-CONFIG_SCHEMA_VERSION = 1
+CONFIG_SCHEMA_VERSION: Literal[1] = 1
 
 SSRMode = Literal["prune", "freeze", "none", "auto"]
 
@@ -48,7 +48,10 @@ class PruningConfig(BaseModel):
         2, ge=1, description="First decoder layer that sees only the IVR survivors (>= 1)."
     )
     ivr_keep: float = Field(
-        0.25, gt=0.0, le=1.0, description="Fraction of each visual span kept at the IVR layer, in (0, 1]."
+        0.25,
+        gt=0.0,
+        le=1.0,
+        description="Fraction of each visual span kept at the IVR layer, in (0, 1].",
     )
     attention_share: float = Field(
         0.1,
@@ -62,7 +65,9 @@ class PruningConfig(BaseModel):
         default_factory=dict, description="Extra options passed to the IVR policy."
     )
     ssr_layer: int | None = Field(
-        None, ge=2, description="First decoder layer of the SSR stage; required unless ssr_mode is 'none'."
+        None,
+        ge=2,
+        description="First decoder layer of the SSR stage; required unless ssr_mode is 'none'.",
     )
     ssr_mode: SSRMode = Field(
         "none",
@@ -101,8 +106,9 @@ class PruningConfig(BaseModel):
             raise ValueError(msg)
         if self.ssr_mode == "prune" and self.ssr_keep > self.ivr_keep:
             msg = (
-                f"ssr_keep={self.ssr_keep} exceeds ivr_keep={self.ivr_keep}: both are fractions of "
-                "the original visual span, so SSR could not prune anything; use ssr_keep <= ivr_keep"
+                f"ssr_keep={self.ssr_keep} exceeds ivr_keep={self.ivr_keep}: both are fractions "
+                "of the original visual span, so SSR could not prune anything; use "
+                "ssr_keep <= ivr_keep"
             )
             raise ValueError(msg)
         return self

@@ -74,6 +74,7 @@ def _query_mask(
 def frozen_visual_forward(
     parts: AttentionParts,
     hidden: Tensor,
+    *,
     position_embeddings: tuple[Tensor, Tensor],
     stage_mask: Tensor | None,
     layout: StageLayout,

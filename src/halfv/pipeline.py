@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 from torch import nn
 
@@ -87,7 +87,9 @@ class Pipeline:
                 when ``config.ssr_mode == 'auto'``.
         """
         if model in _ATTACHED:
-            msg = "halfv is already applied to this model: call handle.remove() before applying again"
+            msg = (
+                "halfv is already applied to this model: call handle.remove() before applying again"
+            )
             raise HalfvError(msg)
         self.config.check_depth(self.adapter.num_layers(model))
         report = None
@@ -99,10 +101,17 @@ class Pipeline:
                     "the saturation detector; or set ssr_mode to 'prune' or 'freeze'"
                 )
                 raise ValueError(msg)
-            report = self.adapter.saturation_detector.detect(model, self.adapter, calibration_inputs)
+            report = self.adapter.saturation_detector.detect(
+                model, self.adapter, calibration_inputs
+            )
             ssr_policy = get_ssr_policy(report.mode)
         runtime = PruningRuntime(
-            model, self.adapter, self.config, self.ivr_policy, ssr_policy, ssr_policy.mode
+            model,
+            self.adapter,
+            self.config,
+            ivr_policy=self.ivr_policy,
+            ssr_policy=ssr_policy,
+            ssr_mode=ssr_policy.mode,
         )
         runtime.install()
         handle = PruningHandle(self, runtime, report)
@@ -203,7 +212,7 @@ class PruningHandle:
         _ATTACHED.pop(self._runtime.model, None)
         self._runtime = None
 
-    def __enter__(self) -> PruningHandle:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(

@@ -141,7 +141,9 @@ class PrefillPlan:
         slot = (layout.orig_pos == self.query_pos[:, None]).to(torch.int8).argmax(dim=1)
         return torch.arange(layout.orig_pos.shape[0], device=slot.device) * layout.length + slot
 
-    def span_groups(self, sizes: Sequence[int], keeps: Sequence[int]) -> dict[tuple[int, int], list[int]]:
+    def span_groups(
+        self, sizes: Sequence[int], keeps: Sequence[int]
+    ) -> dict[tuple[int, int], list[int]]:
         """Span ids grouped by (current size, kept count), so each group is one batch."""
         groups: dict[tuple[int, int], list[int]] = {}
         for g, (n, k) in enumerate(zip(sizes, keeps, strict=True)):

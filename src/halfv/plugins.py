@@ -295,7 +295,7 @@ class Components:
         kinds: Sequence[ComponentKind] = tuple(_HOOKS.values()) if kind is None else (kind,)
         return [info for k in kinds for info in self._registries[k].entries()]
 
-    def create(self, kind: _ClassKind, name: str, /, **options: Any) -> Any:  # noqa: ANN401
+    def create(self, kind: _ClassKind, name: str, /, **options: Any) -> Any:
         """Instantiate the policy or estimator class ``name`` of ``kind`` with ``options``.
 
         Raises:
@@ -369,19 +369,19 @@ def get_adapter_for(model: object) -> BackboneAdapter:
     return get_components().adapters.info_for_model_type(model_type).obj
 
 
-def get_ivr_policy(name: str, /, **options: Any) -> IVRPolicy:  # noqa: ANN401
+def get_ivr_policy(name: str, /, **options: Any) -> IVRPolicy:
     """Instantiate the IVR policy ``name`` with ``options`` (errors: :meth:`Components.create`)."""
     policy: IVRPolicy = get_components().create("IVR policy", name, **options)
     return policy
 
 
-def get_ssr_policy(name: str, /, **options: Any) -> SSRPolicy:  # noqa: ANN401
+def get_ssr_policy(name: str, /, **options: Any) -> SSRPolicy:
     """Instantiate the SSR policy ``name`` with ``options`` (errors as :func:`get_ivr_policy`)."""
     policy: SSRPolicy = get_components().create("SSR policy", name, **options)
     return policy
 
 
-def get_estimator(name: str, /, **options: Any) -> EntropyEstimator:  # noqa: ANN401
+def get_estimator(name: str, /, **options: Any) -> EntropyEstimator:
     """Instantiate the entropy estimator ``name`` (errors as :func:`get_ivr_policy`)."""
     estimator: EntropyEstimator = get_components().create("estimator", name, **options)
     return estimator

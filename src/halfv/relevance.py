@@ -30,18 +30,23 @@ def rotate_half(x: Tensor) -> Tensor:
 def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     """Rotate ``x`` ``[rows, heads, head_dim]`` by per-row tables ``[rows, head_dim]``."""
     cos, sin = cos[:, None, :].to(x.dtype), sin[:, None, :].to(x.dtype)
-    return x * cos + rotate_half(x) * sin
+    rotated: Tensor = x * cos + rotate_half(x) * sin
+    return rotated
 
 
 def _project_heads(
     parts: AttentionParts, x: Tensor, proj: torch.nn.Linear, norm: torch.nn.Module | None
 ) -> Tensor:
     heads = proj(x).view(x.shape[0], -1, parts.head_dim)
-    return norm(heads) if norm is not None else heads
+    if norm is None:
+        return heads
+    normed: Tensor = norm(heads)
+    return normed
 
 
 def last_token_relevance(
     hidden: Tensor,
+    *,
     query_rows: Tensor,
     visual_rows: Tensor,
     segment: Tensor,

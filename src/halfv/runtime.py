@@ -33,8 +33,14 @@ from halfv.interfaces import AttentionParts, BackboneAdapter, IVRPolicy, SSRPoli
 from halfv.plan import LayerStats, PrefillPlan, PruneStats
 from halfv.relevance import last_token_relevance
 from halfv.spans import find_visual_spans
-from halfv.surgery import StageLayout, gather_rows, gather_seq, next_layout, prefill_stage_mask
-from halfv.surgery import remap_decode_mask
+from halfv.surgery import (
+    StageLayout,
+    gather_rows,
+    gather_seq,
+    next_layout,
+    prefill_stage_mask,
+    remap_decode_mask,
+)
 
 __all__ = ["SUPPORTED_ATTENTION", "PruningRuntime"]
 
@@ -78,6 +84,7 @@ class PruningRuntime:
         model: nn.Module,
         adapter: BackboneAdapter,
         config: PruningConfig,
+        *,
         ivr_policy: IVRPolicy,
         ssr_policy: SSRPolicy,
         ssr_mode: ResolvedSSR,
@@ -122,9 +129,7 @@ class PruningRuntime:
 
     def install(self) -> None:
         """Register every hook (idempotent is not needed: handles call this once)."""
-        self._handles.append(
-            self.entry.register_forward_pre_hook(self._on_entry, with_kwargs=True)
-        )
+        self._handles.append(self.entry.register_forward_pre_hook(self._on_entry, with_kwargs=True))
         self._handles.append(
             self.entry.register_forward_hook(self._on_exit, with_kwargs=True, always_call=True)
         )
@@ -161,11 +166,11 @@ class PruningRuntime:
             return frozen_visual_forward(
                 self.parts[idx],
                 _hidden_of(args, kwargs),
-                kwargs["position_embeddings"],
-                kwargs.get("attention_mask"),
-                layout,
-                kwargs.get("past_key_values"),
-                self.cache_index[idx],
+                position_embeddings=kwargs["position_embeddings"],
+                stage_mask=kwargs.get("attention_mask"),
+                layout=layout,
+                past_key_values=kwargs.get("past_key_values"),
+                layer_idx=self.cache_index[idx],
             )
 
         layer.forward = forward
@@ -212,10 +217,8 @@ class PruningRuntime:
                 self._plans[call.cache] = call.plan
 
     # ------------------------------------------------------------------ layers
-    def _layer_hook(
-        self, idx: int
-    ) -> Callable[[nn.Module, tuple[Any, ...], dict[str, Any]], Any]:
-        def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def _layer_hook(self, idx: int) -> Callable[[nn.Module, tuple[Any, ...], dict[str, Any]], Any]:
+        def hook(_module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
             call = self._call
             if call is None or call.plan is None:
                 return None
@@ -323,13 +326,13 @@ class PruningRuntime:
             )
         return last_token_relevance(
             hidden,
-            plan.query_rows(layout),
-            rows,
-            segment,
-            len(plan.budgets),
-            self.parts[idx],
-            rotary,
-            self.config.relevance_scaling,
+            query_rows=plan.query_rows(layout),
+            visual_rows=rows,
+            segment=segment,
+            num_segments=len(plan.budgets),
+            parts=self.parts[idx],
+            rotary=rotary,
+            scale=self.config.relevance_scaling,
         )
 
     @torch.no_grad()
@@ -422,7 +425,9 @@ def _select_per_span(
     offsets = [0]
     for n in sizes:
         offsets.append(offsets[-1] + n)
-    device = scores.device if scores is not None else features.device if features is not None else None
+    device = (
+        scores.device if scores is not None else features.device if features is not None else None
+    )
     groups: dict[tuple[int, int], list[int]] = {}
     for g, (n, k) in enumerate(zip(sizes, keeps, strict=True)):
         groups.setdefault((n, k), []).append(g)

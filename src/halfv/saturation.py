@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -66,7 +66,7 @@ def layer_redundancy_kl(
 
 
 def _skip_visual(visual: Tensor) -> Any:
-    def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> Any:
+    def hook(_module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> Any:
         hidden_in = args[0] if args else kwargs["hidden_states"]
         hidden_out = output[0] if isinstance(output, tuple) else output
         keep = visual.to(hidden_out.device)[..., None]
@@ -105,7 +105,7 @@ class KLSaturationDetector(SaturationDetector):
         first = min(math.ceil(self.deep_start * n), n - 2)
         window = list(kl_per_layer[first : n - 1])
         statistic = statistics.median(window)
-        mode = "freeze" if statistic < self.threshold else "prune"
+        mode: Literal["prune", "freeze"] = "freeze" if statistic < self.threshold else "prune"
         rule = (
             f"median KL over layers {first}..{n - 2} = {statistic:.3g}; "
             f"{'<' if mode == 'freeze' else '>='} {self.threshold:g} -> {mode}"

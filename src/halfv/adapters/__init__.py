@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from halfv.adapters.backbones import InternVLAdapter, LlavaAdapter, LlavaNextAdapter, Qwen25VLAdapter
+from halfv.adapters.backbones import (
+    InternVLAdapter,
+    LlavaAdapter,
+    LlavaNextAdapter,
+    Qwen25VLAdapter,
+)
 from halfv.adapters.base import LlamaStyleAdapter, scale_schedule
 from halfv.hookspecs import hookimpl
 from halfv.interfaces import BackboneAdapter

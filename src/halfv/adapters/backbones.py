@@ -53,7 +53,12 @@ class Qwen25VLAdapter(LlamaStyleAdapter):
     token_id_fields: ClassVar[tuple[str, ...]] = ("image_token_id", "video_token_id")
     reference_layers: ClassVar[int] = 28
     reference_schedule: ClassVar[PruningConfig] = PruningConfig(
-        ivr_layer=2, ivr_keep=0.25, attention_share=0.1, ssr_layer=21, ssr_mode="prune", ssr_keep=0.05
+        ivr_layer=2,
+        ivr_keep=0.25,
+        attention_share=0.1,
+        ssr_layer=21,
+        ssr_mode="prune",
+        ssr_keep=0.05,
     )
 
 
@@ -71,5 +76,10 @@ class InternVLAdapter(LlamaStyleAdapter):
     token_id_fields: ClassVar[tuple[str, ...]] = ("image_token_id", "video_token_id")
     reference_layers: ClassVar[int] = 28
     reference_schedule: ClassVar[PruningConfig] = PruningConfig(
-        ivr_layer=2, ivr_keep=0.25, attention_share=0.1, ssr_layer=21, ssr_mode="prune", ssr_keep=0.05
+        ivr_layer=2,
+        ivr_keep=0.25,
+        attention_share=0.1,
+        ssr_layer=21,
+        ssr_mode="prune",
+        ssr_keep=0.05,
     )

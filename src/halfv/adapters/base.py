@@ -21,7 +21,9 @@ from halfv.saturation import KLSaturationDetector
 __all__ = ["LlamaStyleAdapter", "scale_schedule"]
 
 
-def scale_schedule(reference: PruningConfig, reference_layers: int, num_layers: int) -> PruningConfig:
+def scale_schedule(
+    reference: PruningConfig, reference_layers: int, num_layers: int
+) -> PruningConfig:
     """Move a schedule tuned for ``reference_layers`` onto a model of ``num_layers``.
 
     Layer indices scale with relative depth (rounded half up), the IVR layer stays >= 1,
@@ -61,12 +63,14 @@ class LlamaStyleAdapter(BackboneAdapter):
         self.saturation_detector = saturation_detector or KLSaturationDetector()
 
     def language_model(self, model: nn.Module) -> nn.Module:
-        """``model.model.language_model`` (VLM), else ``model.language_model`` or ``model.model``."""
+        """``model.model.language_model``, else ``model.language_model``, else ``model.model``."""
         for path in (("model", "language_model"), ("language_model",), ("model",)):
             module: Any = model
             for attr in path:
                 module = getattr(module, attr, None)
-            if isinstance(module, nn.Module) and isinstance(getattr(module, "layers", None), nn.ModuleList):
+            if isinstance(module, nn.Module) and isinstance(
+                getattr(module, "layers", None), nn.ModuleList
+            ):
                 return module
         msg = (
             f"adapter {self.name!r} cannot find the text decoder of {type(model).__name__}: "
@@ -90,18 +94,19 @@ class LlamaStyleAdapter(BackboneAdapter):
 
     def attention_parts(self, layer: nn.Module) -> AttentionParts:
         """Read the standard Llama-style module names of one decoder layer."""
+        block: Any = layer  # transformers layers are untyped: read their attributes as Any
         try:
-            attn = layer.self_attn
+            attn = block.self_attn
             config = attn.config
             heads = int(config.num_attention_heads)
             return AttentionParts(
-                input_layernorm=layer.input_layernorm,
+                input_layernorm=block.input_layernorm,
                 q_proj=attn.q_proj,
                 k_proj=attn.k_proj,
                 v_proj=attn.v_proj,
                 o_proj=attn.o_proj,
-                post_attention_layernorm=layer.post_attention_layernorm,
-                mlp=layer.mlp,
+                post_attention_layernorm=block.post_attention_layernorm,
+                mlp=block.mlp,
                 num_heads=heads,
                 num_kv_heads=int(getattr(config, "num_key_value_heads", None) or heads),
                 head_dim=int(attn.head_dim),
@@ -119,4 +124,6 @@ class LlamaStyleAdapter(BackboneAdapter):
 
     def default_config(self, model: nn.Module) -> PruningConfig:
         """The reference schedule scaled to this model's depth."""
-        return scale_schedule(self.reference_schedule, self.reference_layers, self.num_layers(model))
+        return scale_schedule(
+            self.reference_schedule, self.reference_layers, self.num_layers(model)
+        )

@@ -35,7 +35,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (HalfvError, ValueError, FileNotF
 class _VersionAction(argparse.Action):
     """``--version``: resolved only when asked, so building the parser stays cheap."""
 
-    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:  # noqa: ANN401
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
         kwargs.setdefault("help", "show halfv's version and exit")
         super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
 
@@ -52,7 +52,7 @@ class _VersionAction(argparse.Action):
         parser.exit()
 
 
-def _load_subcommand(module_name: str) -> Any:  # noqa: ANN401 -- any module object
+def _load_subcommand(module_name: str) -> Any:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
