@@ -1,0 +1,123 @@
+"""Timings of HalfV's farthest-point sampling.
+
+Two entry points:
+
+* ``pytest benchmarks/bench_selection.py`` -- pytest-benchmark on the CPU for the LLaVA-1.5
+  shape (N=576, k=144, D=256) and a large one (N=4096, k=1024, D=1024). Not collected by
+  the default test run (``testpaths`` is ``tests/``).
+* ``python benchmarks/bench_selection.py`` -- times a Qwen2.5-VL-7B high-resolution shape
+  (N=16384, k=4096, D=3584, bf16 features, 10 % anchors) on CUDA with CUDA events, after a
+  warm-up, and prints the median; falls back to a smaller CPU run without CUDA.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+import pytest
+import torch
+from pytest_benchmark.fixture import BenchmarkFixture
+
+from halfv.selection import farthest_point_sampling, halfv_select
+
+CPU_CASES = [(576, 144, 256), (4096, 1024, 1024)]
+
+
+def _inputs(
+    n: int, dim: int, device: torch.device, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn((1, n, dim), generator=generator).to(device=device, dtype=dtype)
+    scores = torch.rand((1, n), generator=generator).to(device=device)
+    return scores, features
+
+
+@pytest.mark.parametrize(("n", "k", "dim"), CPU_CASES, ids=str)
+def test_fps_cpu(benchmark: BenchmarkFixture, n: int, k: int, dim: int) -> None:
+    """Plain FPS (no seeds) on the CPU, float32 features."""
+    _, features = _inputs(n, dim, torch.device("cpu"), torch.float32)
+    out = benchmark.pedantic(
+        farthest_point_sampling, args=(features, k), rounds=3, iterations=1, warmup_rounds=1
+    )
+    assert out.shape == (1, k)
+
+
+@pytest.mark.parametrize(("n", "k", "dim"), CPU_CASES[:1], ids=str)
+def test_halfv_select_cpu(benchmark: BenchmarkFixture, n: int, k: int, dim: int) -> None:
+    """The full HalfV selection (10 % anchors, then seeded FPS) on the CPU."""
+    scores, features = _inputs(n, dim, torch.device("cpu"), torch.float32)
+    out = benchmark.pedantic(
+        halfv_select, args=(scores, features, k, 0.1), rounds=5, iterations=1, warmup_rounds=1
+    )
+    assert out.shape == (1, k)
+
+
+def _time_cuda(fn: Callable[[], torch.Tensor], warmup: int, repeats: int) -> list[float]:
+    """Milliseconds per call, measured with CUDA events."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        start = torch.cuda.Event(enable_timing=True)
+        end = torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end))
+    return times
+
+
+def _time_cpu(fn: Callable[[], torch.Tensor], warmup: int, repeats: int) -> list[float]:
+    """Milliseconds per call, wall clock."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return times
+
+
+def _emit(line: str) -> None:
+    sys.stdout.write(line + "\n")
+
+
+def main() -> None:
+    """Time FPS and the HalfV selection on CUDA (or a smaller CPU case without CUDA)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=16384)
+    parser.add_argument("--k", type=int, default=4096)
+    parser.add_argument("--dim", type=int, default=3584)
+    parser.add_argument("--share", type=float, default=0.1)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    if torch.cuda.is_available():
+        device, dtype, timer = torch.device("cuda"), torch.bfloat16, _time_cuda
+        n, k, dim = args.n, args.k, args.dim
+    else:
+        device, dtype, timer = torch.device("cpu"), torch.float32, _time_cpu
+        n, k, dim = 4096, 1024, 1024
+        _emit("CUDA not available: timing a smaller case on the CPU")
+    scores, features = _inputs(n, dim, device, dtype)
+    cases: dict[str, Callable[[], torch.Tensor]] = {
+        "fps": lambda: farthest_point_sampling(features, k),
+        f"halfv_select(share={args.share})": lambda: halfv_select(scores, features, k, args.share),
+    }
+    name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
+    _emit(f"device={name} N={n} k={k} D={dim} dtype={dtype} torch={torch.__version__}")
+    for label, fn in cases.items():
+        times = timer(fn, args.warmup, args.repeats)
+        median = statistics.median(times)
+        _emit(f"{label:28s} median {median:9.2f} ms  ({median * 1e3 / k:7.2f} us/pick)  {times}")
+
+
+if __name__ == "__main__":
+    main()

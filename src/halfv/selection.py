@@ -1,0 +1,303 @@
+"""Token-selection maths of HalfV: pure tensor functions, batched, device-resident.
+
+Nothing here knows about models. Every function takes ``[B, N]`` scores or ``[B, N, D]``
+features, works on the device of its input and returns int64 indices on that device.
+
+Tie-breaking is deterministic everywhere:
+
+* :func:`topk_indices` sorts with ``torch.sort(descending=True, stable=True)``: among equal
+  scores the lower index ranks first.
+* :func:`farthest_point_sampling` picks ``torch.argmax`` of the distance vector; PyTorch
+  documents that ``argmax`` returns the *first* maximal index, so ties go to the lower index.
+
+Host synchronisation: :func:`topk_indices`, :func:`halfv_select`, :func:`uniform_indices` and
+:func:`farthest_point_sampling` without seeds never read a tensor value on the host.
+:func:`farthest_point_sampling` with a ``seed_mask`` reads the per-row seed counts once
+(one synchronisation per call, none per selected token), because the count decides the
+number of loop iterations.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "anchor_count",
+    "farthest_point_sampling",
+    "halfv_select",
+    "random_indices",
+    "topk_indices",
+    "uniform_indices",
+]
+
+#: slack that absorbs binary rounding in ``keep * share`` (the same rule as halfv.budget)
+_ROUNDING_SLACK = 1e-9
+#: L2-normalisation floor: a zero feature vector stays zero (cosine 0 to everything)
+_NORM_EPS = 1e-12
+#: seeds processed per matmul when initialising FPS distances (bounds memory to [B, N, 1024])
+_SEED_CHUNK = 1024
+
+
+def _check_count(name: str, value: int, low: int, high: int | None, fix: str) -> None:
+    in_range = isinstance(value, int) and low <= value and (high is None or value <= high)
+    if isinstance(value, bool) or not in_range:
+        bounds = f"in [{low}, {high}]" if high is not None else f">= {low}"
+        msg = f"{name}={value!r} must be an int {bounds}; {fix}"
+        raise ValueError(msg)
+
+
+def _check_scores(scores: Tensor) -> None:
+    if scores.dim() != 2 or scores.shape[1] < 1:
+        msg = f"scores must have shape [B, N] with N >= 1, got {tuple(scores.shape)}"
+        raise ValueError(msg)
+
+
+def _check_features(features: Tensor) -> None:
+    if features.dim() != 3 or features.shape[1] < 1 or features.shape[2] < 1:
+        msg = (
+            f"features must have shape [B, N, D] with N, D >= 1, got {tuple(features.shape)}; "
+            "add a batch axis with features.unsqueeze(0)"
+        )
+        raise ValueError(msg)
+    if not features.is_floating_point():
+        msg = f"features must be a floating-point tensor, got dtype {features.dtype}"
+        raise TypeError(msg)
+
+
+def anchor_count(keep: int, attention_share: float) -> int:
+    """Number of relevance anchors HalfV takes out of a budget of ``keep`` tokens.
+
+    ``floor(keep * attention_share)``, with the same ``1e-9`` rounding slack as
+    :func:`halfv.budget.kept_count`, so ``anchor_count(100, 0.29) == 29`` (upstream's plain
+    ``int(100 * 0.29)`` gives 28). Never more than ``keep``; 0 is allowed.
+
+    Args:
+        keep: total budget, ``keep >= 0``.
+        attention_share: share of the budget given to anchors, in ``[0, 1]``.
+
+    Returns:
+        The anchor count in ``[0, keep]``.
+    """
+    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 0:
+        msg = f"keep={keep!r} must be a non-negative int"
+        raise ValueError(msg)
+    if not 0.0 <= attention_share <= 1.0:
+        msg = f"attention_share={attention_share!r} must be in [0, 1]"
+        raise ValueError(msg)
+    return min(keep, math.floor(keep * attention_share + _ROUNDING_SLACK))
+
+
+def topk_indices(scores: Tensor, k: int) -> Tensor:
+    """Indices of the ``k`` highest scores per row, highest first.
+
+    Ties are broken toward the lower index: the scores are sorted with
+    ``torch.sort(descending=True, stable=True)``, which keeps equal elements in their
+    original (ascending-index) order. ``torch.topk`` is not used because it does not
+    guarantee any order among ties. NaN ranks above every number (``torch.sort``'s order);
+    scores are not checked for NaN, to avoid a host synchronisation.
+
+    Args:
+        scores: ``[B, N]`` relevance scores.
+        k: how many to return, ``1 <= k <= N``.
+
+    Returns:
+        ``[B, k]`` int64 indices, in decreasing score order (not sorted by index).
+
+    Complexity: one ``O(B N log N)`` sort.
+    """
+    _check_scores(scores)
+    _check_count("k", k, 1, scores.shape[1], "ask for at most N indices")
+    order = torch.sort(scores, dim=-1, descending=True, stable=True).indices
+    return order[:, :k]
+
+
+def _unit_features(features: Tensor) -> Tensor:
+    """Upcast to at least float32 and L2-normalise the last axis (eps-safe)."""
+    dtype = torch.promote_types(features.dtype, torch.float32)
+    return torch.nn.functional.normalize(features.to(dtype), p=2.0, dim=-1, eps=_NORM_EPS)
+
+
+def _fps_from_seeds(unit: Tensor, k: int, seeds: Tensor | None) -> Tensor:
+    """Greedy k-center on unit vectors, seeded with ``seeds`` ``[B, S]`` (distinct, S <= k).
+
+    Returns ``[B, k]``: the seeds in the order given, then the new picks in pick order.
+    """
+    b, n, _ = unit.shape
+    n_seeds = 0 if seeds is None else seeds.shape[1]
+    if seeds is not None and n_seeds == k:
+        return seeds
+    if seeds is None or n_seeds == 0:
+        # Upstream convention: with no anchors every distance starts at 2.0, the largest
+        # possible cosine distance, so the first pick is the first maximum, index 0.
+        min_dist = torch.full((b, n), 2.0, dtype=unit.dtype, device=unit.device)
+        picks: list[Tensor] = []
+    else:
+        max_sim = torch.full((b, n), float("-inf"), dtype=unit.dtype, device=unit.device)
+        for start in range(0, n_seeds, _SEED_CHUNK):
+            chunk = seeds[:, start : start + _SEED_CHUNK]
+            seed_vecs = torch.gather(unit, 1, chunk.unsqueeze(-1).expand(-1, -1, unit.shape[2]))
+            sims = torch.bmm(unit, seed_vecs.transpose(1, 2))  # [B, N, chunk]
+            max_sim = torch.fmax(max_sim, sims.amax(dim=-1))
+        # NaN (non-finite features) counts as the largest distance; picks stay distinct.
+        min_dist = torch.nan_to_num(1.0 - max_sim, nan=2.0)
+        min_dist.scatter_(1, seeds, float("-inf"))
+        picks = [seeds]
+    ones = torch.ones((b, n, 1), dtype=unit.dtype, device=unit.device)
+    index_shape = (b, 1, unit.shape[2])
+    for _ in range(k - n_seeds):
+        chosen = min_dist.argmax(dim=-1, keepdim=True)  # [B, 1]; first maximum on ties
+        picks.append(chosen)
+        vec = torch.gather(unit, 1, chosen.unsqueeze(-1).expand(index_shape))  # [B, 1, D]
+        # dist = 1 - <u, chosen>, fused into one batched matvec: beta * ones - unit @ vec^T
+        dist = torch.baddbmm(ones, unit, vec.view(b, -1, 1), alpha=-1.0).squeeze(-1)
+        # fmin ignores NaN, so a taken token (-inf) can never come back
+        torch.fmin(min_dist, dist, out=min_dist)
+        min_dist.scatter_(1, chosen, float("-inf"))
+    return torch.cat(picks, dim=1)
+
+
+def farthest_point_sampling(features: Tensor, k: int, seed_mask: Tensor | None = None) -> Tensor:
+    """Greedy farthest-point sampling (k-center) under cosine distance.
+
+    The features are upcast to at least float32 and L2-normalised per token (a zero vector
+    stays zero, at cosine distance 1 from everything). The distance is ``1 - cos``; on unit
+    vectors it orders pairs exactly like the Euclidean distance. ``min_dist[u]`` holds the
+    distance from token ``u`` to the nearest chosen token; each step picks
+    ``argmax(min_dist)`` (first maximum, so ties go to the lower index), then lowers
+    ``min_dist`` with the new token's distances; chosen tokens are set to ``-inf`` and are
+    never picked again.
+
+    Seeds count toward ``k``: they are the first picks, and ``k - n_seeds`` new tokens are
+    added. Without seeds every distance starts at 2.0, so the first pick is index 0 (the
+    upstream convention).
+
+    Args:
+        features: ``[B, N, D]`` floating-point token features.
+        k: number of tokens to return, ``1 <= k <= N``.
+        seed_mask: optional ``[B, N]`` bool mask of pre-selected tokens; every row must have
+            the same number of seeds, at most ``k``.
+
+    Returns:
+        ``[B, k]`` int64 indices: the seeds in ascending index order, then the new picks in
+        the order they were chosen.
+
+    Complexity: ``O((k - n_seeds) * B * N * D)`` time plus ``O(n_seeds * B * N * D)`` for the
+    seed distances; one batched matvec per pick and no host synchronisation inside the
+    loop. Memory ``O(B * N * D)`` for the normalised copy.
+    """
+    _check_features(features)
+    b, n, _ = features.shape
+    _check_count("k", k, 1, n, f"ask for between 1 and N={n} tokens")
+    seeds: Tensor | None = None
+    if seed_mask is not None:
+        if seed_mask.dtype != torch.bool or seed_mask.shape != (b, n):
+            msg = (
+                f"seed_mask must be a bool tensor of shape {(b, n)}, got dtype "
+                f"{seed_mask.dtype} and shape {tuple(seed_mask.shape)}"
+            )
+            raise ValueError(msg)
+        counts = seed_mask.to(device=features.device).sum(dim=1)
+        low, high = (int(v) for v in torch.stack(torch.aminmax(counts)).tolist())
+        if low != high or high > k:
+            msg = (
+                f"seed_mask must mark the same number of seeds in every row, at most k={k}; "
+                f"got between {low} and {high} seeds per row"
+            )
+            raise ValueError(msg)
+        if high > 0:
+            # a stable descending sort of the mask lists each row's seeds in index order
+            order = torch.sort(seed_mask.to(torch.uint8), dim=1, descending=True, stable=True)
+            seeds = order.indices[:, :high].to(features.device)
+    return _fps_from_seeds(_unit_features(features), k, seeds)
+
+
+def halfv_select(scores: Tensor, features: Tensor, keep: int, attention_share: float) -> Tensor:
+    """HalfV's unified IVR selection: relevance anchors, then diversity coverage.
+
+    ``K_attn = anchor_count(keep, attention_share)`` anchors are the top-relevance tokens
+    (:func:`topk_indices`); the remaining ``keep - K_attn`` tokens are chosen by
+    :func:`farthest_point_sampling` seeded with the anchors (method §4B). With no anchors the
+    distances start at 2.0 everywhere, so the first pick is index 0, as upstream. With
+    ``K_attn == keep`` the result is plain top-k.
+
+    Args:
+        scores: ``[B, N]`` relevance scores.
+        features: ``[B, N, D]`` features (final-normed hidden states; normalised here).
+        keep: total number of tokens to keep, ``1 <= keep <= N``.
+        attention_share: share of ``keep`` taken by anchors, in ``[0, 1]``.
+
+    Returns:
+        ``[B, keep]`` int64 indices: anchors in decreasing relevance, then coverage picks in
+        pick order. No host synchronisation.
+    """
+    _check_scores(scores)
+    _check_features(features)
+    if features.shape[:2] != scores.shape:
+        msg = (
+            f"features {tuple(features.shape)} must have the [B, N] of scores {tuple(scores.shape)}"
+        )
+        raise ValueError(msg)
+    n = scores.shape[1]
+    _check_count("keep", keep, 1, n, "use halfv.budget.kept_count(N, ratio)")
+    n_anchors = anchor_count(keep, attention_share)
+    anchors = topk_indices(scores, n_anchors).to(features.device) if n_anchors else None
+    return _fps_from_seeds(_unit_features(features), keep, anchors)
+
+
+def uniform_indices(n: int, keep: int, device: torch.device | str | None = None) -> Tensor:
+    """Evenly strided indices: ``i -> floor((2i + 1) * n / (2 * keep))`` for ``i < keep``.
+
+    Each index is the (rounded-down) centre of one of ``keep`` equal slices of ``[0, n)``, so
+    the result is strictly increasing and distinct; ``keep == n`` gives ``arange(n)``.
+    Integer arithmetic, exact.
+
+    Args:
+        n: number of tokens, ``n >= 1``.
+        keep: number to keep, ``1 <= keep <= n``.
+        device: where to put the result.
+
+    Returns:
+        ``[keep]`` int64 indices.
+    """
+    _check_count("n", n, 1, None, "pass the number of tokens")
+    _check_count("keep", keep, 1, n, "use halfv.budget.kept_count(n, ratio)")
+    i = torch.arange(keep, dtype=torch.int64, device=device)
+    return torch.div((2 * i + 1) * n, 2 * keep, rounding_mode="floor")
+
+
+def random_indices(
+    batch: int,
+    n: int,
+    keep: int,
+    generator: torch.Generator,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """``keep`` distinct random indices per row, reproducible from ``generator``.
+
+    Draws ``[batch, n]`` uniform noise from ``generator`` on the CPU (so the result does not
+    depend on the device) and keeps the positions of the ``keep`` smallest values. For one
+    generator state, a smaller ``keep`` gives a prefix of a larger one.
+
+    Args:
+        batch: number of rows, ``batch >= 1``.
+        n: number of tokens, ``n >= 1``.
+        keep: number to keep, ``1 <= keep <= n``.
+        generator: a CPU ``torch.Generator`` (advanced by the call).
+        device: where to put the result.
+
+    Returns:
+        ``[batch, keep]`` int64 indices in random order.
+    """
+    _check_count("batch", batch, 1, None, "pass the batch size")
+    _check_count("n", n, 1, None, "pass the number of tokens")
+    _check_count("keep", keep, 1, n, "use halfv.budget.kept_count(n, ratio)")
+    if generator.device.type != "cpu":
+        msg = (
+            f"generator must live on the CPU, got one on {generator.device}; use torch.Generator()"
+        )
+        raise ValueError(msg)
+    noise = torch.rand((batch, n), generator=generator)
+    return noise.argsort(dim=-1, stable=True)[:, :keep].to(device)
