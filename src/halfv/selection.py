@@ -114,6 +114,10 @@ def topk_indices(scores: Tensor, k: int) -> Tensor:
     return order[:, :k]
 
 
+#: Largest ``B * N * N`` for which FPS precomputes the Gram matrix (1 GiB in float32).
+_GRAM_LIMIT = 1 << 28
+
+
 def _unit_features(features: Tensor) -> Tensor:
     """Upcast to at least float32 and L2-normalise the last axis (eps-safe)."""
     dtype = torch.promote_types(features.dtype, torch.float32)
@@ -145,6 +149,18 @@ def _fps_from_seeds(unit: Tensor, k: int, seeds: Tensor | None) -> Tensor:
         min_dist = torch.nan_to_num(1.0 - max_sim, nan=2.0)
         min_dist.scatter_(1, seeds, float("-inf"))
         picks = [seeds]
+    if b * n * n <= _GRAM_LIMIT:
+        # One GEMM up front; each pick then reads one row of the Gram matrix (N values)
+        # instead of the whole [N, D] feature matrix: the loop stops being memory-bound.
+        gram = torch.bmm(unit, unit.transpose(1, 2))  # [B, N, N] cosine similarities
+        row_shape = (b, 1, n)
+        for _ in range(k - n_seeds):
+            chosen = min_dist.argmax(dim=-1, keepdim=True)  # [B, 1]; first maximum on ties
+            picks.append(chosen)
+            row = torch.gather(gram, 1, chosen.unsqueeze(-1).expand(row_shape)).squeeze(1)
+            torch.fmin(min_dist, 1.0 - row, out=min_dist)  # fmin: a taken -inf never returns
+            min_dist.scatter_(1, chosen, float("-inf"))
+        return torch.cat(picks, dim=1)
     ones = torch.ones((b, n, 1), dtype=unit.dtype, device=unit.device)
     index_shape = (b, 1, unit.shape[2])
     for _ in range(k - n_seeds):
@@ -184,9 +200,9 @@ def farthest_point_sampling(features: Tensor, k: int, seed_mask: Tensor | None =
         ``[B, k]`` int64 indices: the seeds in ascending index order, then the new picks in
         the order they were chosen.
 
-    Complexity: ``O((k - n_seeds) * B * N * D)`` time plus ``O(n_seeds * B * N * D)`` for the
-    seed distances; one batched matvec per pick and no host synchronisation inside the
-    loop. Memory ``O(B * N * D)`` for the normalised copy.
+    Complexity: when ``B * N * N <= 2**28`` one ``O(B N^2 D)`` Gram GEMM, then ``O(B N)``
+    per pick (a row read, a min, an argmax); above that, one batched ``O(B N D)`` matvec per
+    pick. No host synchronisation inside the loop either way.
     """
     _check_features(features)
     b, n, _ = features.shape
