@@ -37,7 +37,7 @@ def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
 def _project_heads(
     parts: AttentionParts, x: Tensor, proj: torch.nn.Linear, norm: torch.nn.Module | None
 ) -> Tensor:
-    heads = proj(x).view(x.shape[0], -1, parts.head_dim)
+    heads: Tensor = proj(x).view(x.shape[0], -1, parts.head_dim)
     if norm is None:
         return heads
     normed: Tensor = norm(heads)
