@@ -26,7 +26,15 @@ from halfv.errors import HalfvError
 __all__ = ["SUBCOMMANDS", "build_parser", "main"]
 
 #: modules that each add one subcommand (see the module docstring)
-SUBCOMMANDS: tuple[str, ...] = ("halfv.cli.plugins_cmd", "halfv.cli.flops_cmd")
+SUBCOMMANDS: tuple[str, ...] = (
+    "halfv.cli.plugins_cmd",
+    "halfv.cli.flops_cmd",
+    "halfv.cli.bench_accuracy_cmd",
+    "halfv.cli.bench_cmd",
+    "halfv.cli.profile_cmd",
+    "halfv.cli.calibrate_cmd",
+    "halfv.cli.demo_cmd",
+)
 
 #: exception types reported as one ``halfv: error:`` message instead of a traceback
 USER_ERRORS: tuple[type[BaseException], ...] = (HalfvError, ValueError, FileNotFoundError)

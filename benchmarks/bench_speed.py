@@ -1,0 +1,399 @@
+"""Prefill, TTFT, decode and memory of real-size VLMs with random weights: pruned vs not.
+
+Builds Qwen2.5-VL-7B, LLaVA-1.5-7B and InternVL3-8B at their real sizes with random bf16
+weights (on the meta device, then filled on the GPU: ``bench_cpu.build_model``) and times
+per visual-token count N: ``unpruned``; ``halfv`` (the adapter's default schedule);
+``fastv-sdpa`` (top-k last-token relevance at layer 2, halfv's IVR keep, no SSR); ``ideal``
+(halfv's schedule with selection that does no work: uniform IVR, uniform SSR prune);
+``fastv-eager`` (unpruned, eager attention, ``output_attentions=True``). How: docs/speed.md.
+
+    PYTHONPATH=src python benchmarks/bench_speed.py                   # the GPU run
+    python benchmarks/bench_speed.py --cpu-smoke --out /tmp/s.json     # tiny models, CPU
+    python benchmarks/bench_speed.py --from-json R.json --write-docs   # fill docs/speed.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+import halfv
+from halfv.budget import kept_count
+from halfv.relevance import last_token_relevance
+from halfv.selection import farthest_point_sampling, halfv_select
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # for the sibling bench_cpu
+import bench_cpu as bc
+
+MODELS = tuple(bc.KIND)
+METHODS = ("unpruned", "halfv", "ideal", "fastv-sdpa", "fastv-eager")
+TOKENS = (1024, 2048, 4096, 8192, 16384)
+#: largest nominal visual-token count timed per model (16384 only for the target model)
+MAX_TOKENS = {"qwen2.5-vl-7b": 16384, "llava-1.5-7b": 8192, "internvl3-8b": 8192}
+Index = dict[tuple[Any, ...], dict[str, Any]]
+DOCS_START, DOCS_END = "<!-- speed-table:start -->", "<!-- speed-table:end -->"
+#: what --cpu-smoke overrides: tiny models, two token counts, one repeat of everything
+SMOKE: dict[str, Any] = {
+    "device": "cpu", "dtype": "float32", "tokens": [64, 128], "warmup": 1, "repeats": 1,
+    "ttft_max_tokens": 64, "decode_tokens": 4, "decode_at": [128], "decode_repeats": 1,
+    "fps_micro": [256, 64, 64],
+}  # fmt: skip
+
+
+def eager_fits(model: Any, tokens: int) -> bool:
+    """Whether eager attention with ``output_attentions=True`` fits in free GPU memory.
+
+    Counts every layer's kept attention map (2 bytes per entry) plus one layer's float32
+    softmax and its copies (8 bytes per entry), against 90 % of the free memory.
+    """
+    torch.cuda.empty_cache()  # memory the caching allocator holds counts as free
+    cfg = model.config.get_text_config()
+    entries = cfg.num_attention_heads * tokens * tokens
+    return bool(entries * (2 * cfg.num_hidden_layers + 8) < 0.9 * torch.cuda.mem_get_info()[0])
+
+
+class Run:
+    """The options of one run, its records, and the JSON file rewritten after each record."""
+
+    def __init__(self, args: argparse.Namespace, meta: dict[str, Any]) -> None:
+        self.args = args
+        self.data: dict[str, Any] = {"meta": meta, "records": []}
+        self.cuda = args.device == "cuda"
+        self.dtype: torch.dtype = getattr(torch, args.dtype)
+        self.micro: dict[tuple[Any, ...], float] = {}
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+
+    def time(self, fn: Callable[[], Any], warmup: int | None = None) -> list[float]:
+        """Milliseconds of ``args.repeats`` calls after ``warmup`` (default ``args.warmup``)."""
+        warm = self.args.warmup if warmup is None else warmup
+        return bc.time_ms(fn, warm, self.args.repeats, self.cuda)
+
+    def measured(self) -> set[tuple[Any, ...]]:
+        """``(model, tokens, method, metric)`` of every record so far."""
+        return {
+            (r["model"], r.get("tokens"), r["method"], r["metric"]) for r in self.data["records"]
+        }
+
+    def add(self, record: dict[str, Any]) -> None:
+        """Store ``record``, save the file, print one progress line."""
+        self.data["records"].append(record)
+        tmp = self.args.out.with_name(f"{self.args.out.name}.{time.time_ns()}.tmp")  # unique
+        tmp.write_text(json.dumps(self.data, indent=1) + "\n", encoding="utf-8")
+        tmp.replace(self.args.out)
+        value = record.get("value")
+        shown = record.get("status", "") if value is None else f"{value:.3f}"
+        where = f"{record['model']} N={record.get('tokens', '-')}"
+        bc.emit(f"  {where} {record['method']:<11} {record['metric']:<19} {shown}")
+
+
+def measure_model(run: Run, key: str) -> None:
+    """Every metric of one model at every token count; the model is freed on return."""
+    args, tick = run.args, time.perf_counter()
+    text = bc.TEXT_DIMS["tiny"] if args.cpu_smoke else None
+    model = bc.build_model(bc.model_config(bc.KIND[key], text), args.device, run.dtype)
+    model.generation_config.pad_token_id = model.generation_config.eos_token_id or 0
+    base = halfv.get_adapter_for(model).default_config(model)
+    weights = sum(p.nbytes for p in model.parameters())
+    run.data["meta"]["models"][key] = {"weights_bytes": weights, "schedule": base.model_dump()}
+    built = f"built in {time.perf_counter() - tick:.1f} s, {weights / 2**30:.2f} GiB"
+    bc.emit(f"{key}: {built}; halfv IVR {base.ivr_layer}, SSR {base.ssr_mode} {base.ssr_layer}")
+    for nominal in [n for n in args.tokens if n <= (args.max_tokens or MAX_TOKENS[key])]:
+        prompt = bc.make_prompt(model, nominal, args.text_tokens)
+        length = int(prompt["lm"]["input_ids"].shape[1])
+        row = {"model": key, "tokens": prompt["visual"], "nominal": nominal, "prompt": length}
+        for method in args.methods:
+            try:
+                measure_method(run, model, prompt, {**row, "method": method})
+            except Exception as exc:  # noqa: BLE001 -- record it, go on with the next method
+                oom = isinstance(exc, torch.cuda.OutOfMemoryError)
+                bc.emit(traceback.format_exc(limit=1 if oom else -3))
+                status = "OOM" if oom else f"error: {type(exc).__name__}: {exc}"[:300]
+                done = (key, row["tokens"], method, "prefill_ms") in run.measured()
+                metric = "error" if done else "prefill_ms"  # keep a measured prefill in the table
+                run.add({**row, "method": method, "metric": metric, "status": status})
+        micro(run, model, base, {**row, "method": "selection"})
+    del model
+    gc.collect()
+    if run.cuda:
+        torch.cuda.empty_cache()
+
+
+@torch.inference_mode()
+def measure_method(run: Run, model: Any, prompt: dict[str, Any], row: dict[str, Any]) -> None:
+    """Prefill (with peak memory and KV bytes), then TTFT and decode, of one method."""
+    args, lm, eager = run.args, prompt["lm"], row["method"] == "fastv-eager"
+    if eager and run.cuda and not eager_fits(model, row["prompt"]):
+        run.add({**row, "metric": "prefill_ms", "status": "OOM (predicted)"})
+        return
+    with bc.attach(model, row["method"]) as handle:
+
+        def prefill() -> Any:
+            return model(**lm, logits_to_keep=1, output_attentions=True if eager else None)
+
+        if run.cuda:
+            torch.cuda.reset_peak_memory_stats()
+        out = prefill()  # also the first warm-up call
+        kv = bc.cache_bytes(out.past_key_values)
+        del out
+        peak = torch.cuda.max_memory_allocated() if run.cuda else None
+        times = run.time(prefill, max(0, args.warmup - 1))
+        stats = getattr(handle, "stats", None)
+        kept = stats.kept_visual_per_layer() if stats is not None else None
+        prefill_ms = statistics.median(times)
+        record = {**row, "metric": "prefill_ms", "samples": times, "kept": kept}
+        run.add({**record, "value": prefill_ms})
+        run.add({**row, "metric": "kv_cache_bytes", "value": float(kv)})
+        if peak is not None:
+            run.add({**row, "metric": "peak_bytes", "value": float(peak)})
+        if eager:
+            return
+        ttft = not args.skip_ttft and row["nominal"] <= args.ttft_max_tokens
+        if ttft and row["method"] in args.ttft_methods:
+            t = run.time(lambda: model(**prompt["full"], logits_to_keep=1))
+            run.add({**row, "metric": "ttft_ms", "value": statistics.median(t), "samples": t})
+        decode = args.decode_tokens and row["nominal"] in args.decode_at
+        if decode and row["method"] in args.decode_methods:
+            measure_decode(run, model, lm, row, prefill_ms)
+
+
+def measure_decode(
+    run: Run, model: Any, lm: dict[str, Tensor], row: dict[str, Any], prefill_ms: float
+) -> None:
+    """Greedy ``generate`` of exactly ``--decode-tokens``: (total - prefill) / new tokens."""
+    new = run.args.decode_tokens
+
+    def generate(tokens: int = new) -> Any:
+        return model.generate(**lm, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False)
+
+    bc.time_ms(lambda: generate(min(8, new)), 1, 0, run.cuda)  # warm the decode kernels
+    total = bc.time_ms(generate, 0, run.args.decode_repeats, run.cuda)
+    per = statistics.median([(t - prefill_ms) / new for t in total])
+    extra = {"generate_ms": total, "prefill_ms": prefill_ms, "new_tokens": new}
+    run.add({**row, "metric": "decode_ms_per_token", "value": per, **extra})
+
+
+@torch.inference_mode()
+def micro(run: Run, model: Any, base: halfv.PruningConfig, row: dict[str, Any]) -> None:
+    """Selection alone on random data of the real shape: FPS, halfv_select, relevance.
+
+    ``keep`` is halfv's IVR budget for the row's visual tokens; the relevance pass is the
+    IVR one (no RoPE) of the layer before the IVR layer over a ``prompt``-row hidden state.
+    """
+    dev, n, t = run.args.device, row["tokens"], row["prompt"]
+    adapter = halfv.get_adapter_for(model)
+    parts = adapter.attention_parts(adapter.decoder_layers(model)[base.ivr_layer - 1])
+    d, keep, share = parts.q_proj.in_features, kept_count(n, base.ivr_keep), base.attention_share
+    gen = torch.Generator().manual_seed(1)
+    feats = torch.randn((1, n, d), generator=gen).to(dev, run.dtype)
+    scores = torch.rand((1, n), generator=gen).to(dev)
+    hidden = torch.randn((1, t, d), generator=gen).to(dev, run.dtype)
+    rows, query = torch.arange(1, n + 1, device=dev), torch.tensor([t - 1], device=dev)
+    segment = torch.zeros(n, dtype=torch.long, device=dev)
+    where: dict[str, Any] = {"query_rows": query, "visual_rows": rows, "segment": segment}
+
+    def relevance() -> Tensor:
+        return last_token_relevance(
+            hidden, **where, num_segments=1, parts=parts, rotary=None, scale=base.relevance_scaling
+        )
+
+    cases: dict[str, tuple[tuple[Any, ...], Callable[[], Any]]] = {
+        "fps_ms": ((n, keep, d), lambda: farthest_point_sampling(feats, keep)),
+        "halfv_select_ms": ((n, keep, d, share), lambda: halfv_select(scores, feats, keep, share)),
+        "relevance_ms": ((n, t, d, parts.num_heads, parts.num_kv_heads), relevance),
+    }
+    for metric, (shape, fn) in cases.items():
+        key = (metric, *shape)
+        if key not in run.micro:
+            run.micro[key] = statistics.median(run.time(fn))
+        run.add({**row, "metric": metric, "value": run.micro[key], "keep": keep, "dim": d})
+
+
+def fps_micro(run: Run) -> None:
+    """The stand-alone FPS case (default: 4096 of 16384 tokens at D=3584)."""
+    n, k, d = run.args.fps_micro
+    feats = torch.randn((1, n, d), generator=torch.Generator().manual_seed(2))
+    feats = feats.to(run.args.device, run.dtype)
+    times = run.time(lambda: farthest_point_sampling(feats, k))
+    run.micro[("fps_ms", n, k, d)] = statistics.median(times)
+    record = {"model": "-", "tokens": n, "method": "selection", "metric": "fps_ms", "keep": k}
+    run.add({**record, "dim": d, "value": statistics.median(times), "samples": times})
+
+
+# ----------------------------------------------------------------------------- report
+def _cell(record: dict[str, Any] | None, scale: float = 1.0, digits: int = 1) -> str:
+    """A table cell: the value, the status's first word (``OOM``, ``error``) or ``-``."""
+    if record is None:
+        return "-"
+    if record.get("value") is None:
+        return str(record.get("status", "-")).split(":")[0].split(" (")[0]
+    return f"{record['value'] * scale:.{digits}f}"
+
+
+def _prefill_rows(index: Index, model: str, counts: list[int]) -> list[str]:
+    head = ["visual N", *METHODS, "speed-up", "halfv - ideal", "FPS", "halfv_select", "relevance"]
+    lines = ["| " + " | ".join(head) + " |", "|---:" * len(head) + "|"]
+    for n in counts:
+        got = {m: index.get((model, n, m, "prefill_ms")) for m in METHODS}
+        ok = {m: r["value"] for m, r in got.items() if r and r.get("value") is not None}
+        speed = (
+            f"{ok['unpruned'] / ok['halfv']:.2f}x" if {"unpruned", "halfv"} <= ok.keys() else "-"
+        )
+        over = f"{ok['halfv'] - ok['ideal']:.1f}" if {"halfv", "ideal"} <= ok.keys() else "-"
+        micro = ("fps_ms", "halfv_select_ms", "relevance_ms")
+        sel = [_cell(index.get((model, n, "selection", m)), digits=2) for m in micro]
+        cells = [str(n), *(_cell(got[m]) for m in METHODS), speed, over, *sel]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _other_rows(index: Index, model: str, counts: list[int]) -> list[str]:
+    lines = [
+        "| visual N | method | TTFT ms | decode ms/token | peak GiB | KV cache MiB |",
+        "|---:|---|---:|---:|---:|---:|",
+    ]
+    metrics = ("ttft_ms", "decode_ms_per_token", "peak_bytes", "kv_cache_bytes")
+    for n in counts:
+        for m in METHODS:
+            got = [index.get((model, n, m, x)) for x in metrics]
+            if all(r is None or r.get("value") is None for r in got):
+                continue
+            cells = [_cell(got[0]), _cell(got[1], digits=2), _cell(got[2], 2**-30, 2)]
+            lines.append(f"| {n} | {m} | " + " | ".join([*cells, _cell(got[3], 2**-20)]) + " |")
+    return lines
+
+
+def markdown(data: dict[str, Any]) -> str:
+    """Markdown of a result file: per model, prefill ms per method, then TTFT/decode/memory."""
+    meta, index = data["meta"], Index()
+    for r in data["records"]:
+        index[(r["model"], r.get("tokens"), r["method"], r["metric"])] = r
+    out = [
+        (
+            f"{meta['device_name']}; torch {meta['torch']}, transformers {meta['transformers']}, "
+            f"{meta['dtype']}, random weights, {meta['text_tokens']} text tokens; median of "
+            f"{meta['repeats']} after {meta['warmup']} warm-up; {meta['date']}. Times in ms."
+        )
+    ]
+    for model, info in meta["models"].items():
+        s = info["schedule"]
+        counts = sorted({k[1] for k in index if k[0] == model})
+        out += [
+            "",
+            f"**{model}** ({info['weights_bytes'] / 2**30:.1f} GiB of weights; halfv: IVR at "
+            f"layer {s['ivr_layer']} keeping {s['ivr_keep']:g}, SSR {s['ssr_mode']} at layer "
+            f"{s['ssr_layer']}"
+            + (f" keeping {s['ssr_keep']:g})" if s["ssr_mode"] == "prune" else ")"),
+            "",
+            *_prefill_rows(index, model, counts),
+            "",
+            *_other_rows(index, model, counts),
+        ]
+    for r in data["records"]:
+        if r["model"] == "-":
+            where = f"{r['keep']} of {r['tokens']} tokens at D={r['dim']}"
+            out += ["", f"FPS alone, {where}: {_cell(r, digits=2)} ms."]
+    return "\n".join(out) + "\n"
+
+
+def write_docs(table: str, docs: Path, source: Path) -> None:
+    """Replace the marked block of ``docs`` with ``table``."""
+    text = docs.read_text(encoding="utf-8")
+    if DOCS_START not in text or DOCS_END not in text:
+        msg = f"{docs} has no {DOCS_START} ... {DOCS_END} block to fill"
+        raise ValueError(msg)
+    head, rest = text.split(DOCS_START, 1)
+    tail = rest.split(DOCS_END, 1)[1]
+    note = f"<!-- generated by benchmarks/bench_speed.py --write-docs from {source} -->"
+    docs.write_text(f"{head}{DOCS_START}\n{note}\n\n{table}\n{DOCS_END}{tail}", encoding="utf-8")
+
+
+# ----------------------------------------------------------------------------- command line
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Command-line options (``--cpu-smoke`` overrides the GPU defaults)."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    p.add_argument("--tokens", nargs="+", type=int, default=list(TOKENS), help="visual tokens")
+    p.add_argument("--max-tokens", type=int, help="cap on --tokens for every model")
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--text-tokens", type=int, default=60)
+    p.add_argument("--skip-ttft", action="store_true", help="no vision-tower (TTFT) timings")
+    p.add_argument("--ttft-max-tokens", type=int, default=4096)
+    p.add_argument("--ttft-methods", nargs="+", default=["unpruned", "halfv"])
+    p.add_argument("--decode-tokens", type=int, default=128, help="0: no decode timings")
+    p.add_argument("--decode-at", nargs="+", type=int, default=[1024, 8192])
+    p.add_argument("--decode-methods", nargs="+", default=["unpruned", "halfv"])
+    p.add_argument("--decode-repeats", type=int, default=2)
+    fps: dict[str, Any] = {"nargs": 3, "type": int, "metavar": ("N", "K", "D")}
+    p.add_argument("--fps-micro", **fps, default=[16384, 4096, 3584], help="FPS-alone case")
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
+    p.add_argument("--out", type=Path, help="JSON file (benchmarks/results/speed.json)")
+    p.add_argument("--from-json", type=Path, help="do not run: report this result file")
+    p.add_argument("--write-docs", action="store_true", help="fill the table block of --docs")
+    p.add_argument("--docs", type=Path, default=Path("docs/speed.md"))
+    p.add_argument("--cpu-smoke", action="store_true", help="tiny models on the CPU (< 20 s)")
+    args = p.parse_args(argv)
+    if args.cpu_smoke:
+        for key, value in SMOKE.items():
+            setattr(args, key, value)
+    smoke = Path(tempfile.gettempdir()) / "halfv-speed-smoke.json"  # keep the checkout clean
+    args.out = args.out or (smoke if args.cpu_smoke else Path("benchmarks/results/speed.json"))
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark (or report ``--from-json``); returns the exit code."""
+    args = parse_args(argv)
+    if args.cpu_smoke:  # tiny models: a second thread only adds synchronisation
+        torch.set_num_threads(1)
+    if args.from_json is None:
+        if args.device == "cuda" and not torch.cuda.is_available():
+            bc.emit("CUDA is not available: run on a GPU, or use --cpu-smoke")
+            return 2
+        import transformers
+
+        meta = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+        cpu = platform.processor() or platform.machine()
+        meta |= {
+            "device_name": torch.cuda.get_device_name() if args.device == "cuda" else cpu,
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "halfv": halfv.__version__,
+            "date": datetime.now(UTC).isoformat(timespec="seconds"),
+            "models": {},
+        }
+        run = Run(args, meta)
+        bc.emit(f"bench_speed on {meta['device_name']}: models {args.models}, tokens {args.tokens}")
+        fps_micro(run)
+        for key in args.models:
+            measure_model(run, key)
+        data, source = run.data, args.out
+    else:
+        source = args.from_json
+        data = json.loads(source.read_text(encoding="utf-8"))
+    table = markdown(data)
+    bc.emit(table)
+    if args.write_docs:
+        write_docs(table, args.docs, source)
+        bc.emit(f"wrote the table into {args.docs}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

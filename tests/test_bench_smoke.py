@@ -1,0 +1,103 @@
+"""The speed benchmarks run end to end on tiny CPU models, so the scripts cannot rot.
+
+``benchmarks/bench_speed.py --cpu-smoke`` goes through every model family, method and
+metric of the GPU run (prefill, KV bytes, TTFT, decode, selection micro-timings, the
+report and the docs block) with tiny models; ``halfv bench cpu`` runs the CPU benchmark
+through the command line.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+
+from halfv.cli import main as cli_main
+from halfv.cli.bench_cmd import find_script, load_script
+
+REPO = Path(__file__).resolve().parents[1]
+DOCS = REPO / "docs" / "speed.md"
+
+
+@pytest.fixture(scope="module")
+def bench_speed() -> ModuleType:
+    return load_script("bench_speed.py")
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads() -> Iterator[None]:
+    """--cpu-smoke runs on one thread; give the other tests their thread count back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_scripts_are_found_in_the_checkout() -> None:
+    assert find_script("bench_speed.py") == REPO / "benchmarks" / "bench_speed.py"
+    assert find_script("bench_cpu.py") == REPO / "benchmarks" / "bench_cpu.py"
+
+
+def test_speed_cpu_smoke_measures_everything(bench_speed: ModuleType, tmp_path: Path) -> None:
+    out, docs = tmp_path / "speed.json", tmp_path / "speed.md"
+    docs.write_text(DOCS.read_text(encoding="utf-8"), encoding="utf-8")
+    argv = ["--cpu-smoke", "--out", str(out), "--write-docs", "--docs", str(docs)]
+    assert bench_speed.main(argv) == 0
+
+    data = json.loads(out.read_text(encoding="utf-8"))
+    records = data["records"]
+    assert not [r for r in records if "value" not in r], "a measurement failed or was OOM"
+    got = {(r["model"], r["tokens"], r["method"], r["metric"]): r for r in records}
+    for model in bench_speed.MODELS:
+        for n in (64, 128):
+            for method in bench_speed.METHODS:
+                assert (model, n, method, "prefill_ms") in got
+                assert (model, n, method, "kv_cache_bytes") in got
+            for metric in ("fps_ms", "halfv_select_ms", "relevance_ms"):
+                assert (model, n, "selection", metric) in got
+        for method in ("unpruned", "halfv"):
+            assert (model, 64, method, "ttft_ms") in got
+            assert (model, 128, method, "decode_ms_per_token") in got
+        kv = {m: got[model, 128, m, "kv_cache_bytes"]["value"] for m in bench_speed.METHODS}
+        assert kv["halfv"] == kv["ideal"] < kv["fastv-sdpa"] < kv["unpruned"] == kv["fastv-eager"]
+        # ideal runs halfv's schedule: the same number of tokens survives at every layer
+        kept = {m: got[model, 128, m, "prefill_ms"]["kept"] for m in ("halfv", "ideal")}
+        assert kept["halfv"] == kept["ideal"]
+    assert data["meta"]["models"].keys() == set(bench_speed.MODELS)
+
+    text = docs.read_text(encoding="utf-8")
+    block = text.split(bench_speed.DOCS_START)[1].split(bench_speed.DOCS_END)[0]
+    assert "not yet run" not in block.lower()
+    assert all(f"**{m}**" in block for m in bench_speed.MODELS)
+    assert (
+        text.split(bench_speed.DOCS_START)[0] == DOCS.read_text().split(bench_speed.DOCS_START)[0]
+    )
+
+    # the report of a saved file is the same table
+    assert bench_speed.markdown(json.loads(out.read_text())) in block
+
+
+def test_docs_block_is_in_place(bench_speed: ModuleType) -> None:
+    text = DOCS.read_text(encoding="utf-8")
+    assert text.count(bench_speed.DOCS_START) == 1
+    assert text.count(bench_speed.DOCS_END) == 1
+
+
+def test_bench_cpu_through_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "cpu.json"
+    argv = ["--dims", "tiny", "--tokens", "64", "--warmup", "0", "--repeats", "1", "--threads", "1"]
+    assert cli_main(["bench", "cpu", *argv, "--out", str(out), "--markdown"]) == 0
+    data = json.loads(out.read_text(encoding="utf-8"))
+    assert [f["family"] for f in data["families"]] == ["qwen2_5_vl", "llava", "internvl"]
+    for family in data["families"]:
+        assert family["halfv"]["kv_ratio"] < 1.0
+        assert family["halfv"]["ratio"] > 0.0
+    assert "| qwen2_5_vl |" in capsys.readouterr().out
+
+
+def test_cli_passes_help_through(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main(["bench", "speed", "--help"]) == 0
+    assert "--cpu-smoke" in capsys.readouterr().out
