@@ -117,13 +117,6 @@ def test_pruned_generate_matches_the_model_without_hooks(
     torch.testing.assert_close(model(**inputs).logits, reference(**inputs).logits, rtol=0, atol=0)
 
 
-@pytest.mark.xfail(
-    raises=NotImplementedError,
-    strict=True,
-    reason="runtime bug: relevance.py (last_token_relevance), freeze.py (frozen_visual_forward) "
-    "and runtime.py (_select, final-norm features) take the device from a parameter, which is "
-    "'meta' when accelerate offloads the weights (cpu_offload, device_map with cpu/disk offload)",
-)
 @torch.no_grad()
 def test_pruning_works_with_offloaded_weights() -> None:
     tiny = BUILDERS["qwen2_5_vl"](layers=6)

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from halfv.devices import module_device
 from halfv.interfaces import AttentionParts
 from halfv.relevance import rotate_half
 from halfv.surgery import StageLayout, gather_rows
@@ -95,7 +96,7 @@ def frozen_visual_forward(
     Returns:
         ``[B, S, D]``: text rows updated, visual and dummy rows unchanged.
     """
-    device = parts.q_proj.weight.device
+    device = module_device(parts.q_proj, hidden.device)
     hidden = hidden.to(device)
     layout = layout.to(device)
     b, s, _ = hidden.shape

@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from halfv.devices import module_device
 from halfv.interfaces import AttentionParts
 
 __all__ = ["apply_rotary", "last_token_relevance", "rotate_half"]
@@ -72,16 +73,17 @@ def last_token_relevance(
         ``[M]`` float32 relevance; it sums to 1 over the rows of each span.
     """
     b, s, d = hidden.shape
-    device = parts.q_proj.weight.device
+    device = module_device(parts.q_proj, hidden.device)
     flat = hidden.reshape(b * s, d)
-    q_in = parts.input_layernorm(flat[query_rows].to(device))
-    k_in = parts.input_layernorm(flat[visual_rows].to(device))
+    q_in = parts.input_layernorm(flat[query_rows.to(flat.device)].to(device))
+    k_in = parts.input_layernorm(flat[visual_rows.to(flat.device)].to(device))
     q = _project_heads(parts, q_in, parts.q_proj, parts.q_norm)  # [B, H, hd]
     k = _project_heads(parts, k_in, parts.k_proj, parts.k_norm)  # [M, KV, hd]
     if rotary is not None:
         cos, sin = rotary
-        q = apply_rotary(q, cos[query_rows].to(device), sin[query_rows].to(device))
-        k = apply_rotary(k, cos[visual_rows].to(device), sin[visual_rows].to(device))
+        q_at, k_at = query_rows.to(cos.device), visual_rows.to(cos.device)
+        q = apply_rotary(q, cos[q_at].to(device), sin[q_at].to(device))
+        k = apply_rotary(k, cos[k_at].to(device), sin[k_at].to(device))
     k = k.repeat_interleave(parts.num_heads // parts.num_kv_heads, dim=1)  # GQA: head h -> kv h//r
     sample_of_row = visual_rows.to(device) // s
     logits = (q.float()[sample_of_row] * k.float()).sum(dim=-1)  # [M, H]

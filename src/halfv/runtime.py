@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
 from halfv.config import PruningConfig
+from halfv.devices import module_device
 from halfv.errors import UnsupportedModelError
 from halfv.freeze import frozen_visual_forward
 from halfv.interfaces import AttentionParts, BackboneAdapter, IVRPolicy, SSRPolicy
@@ -351,7 +352,7 @@ class PruningRuntime:
         features = None
         if policy.needs_features:
             flat = hidden.reshape(b * s, d)[rows.to(hidden.device)]
-            norm_device = next(self.final_norm.parameters(), flat).device
+            norm_device = module_device(self.final_norm, flat.device)
             features = self.final_norm(flat.to(norm_device))
         sizes = [g.length if stage == "ivr" else g.ivr_keep for g in plan.budgets]
         keeps = [g.ivr_keep if stage == "ivr" else g.ssr_keep for g in plan.budgets]
@@ -439,7 +440,9 @@ def _select_per_span(
             group_scores = torch.zeros(index.shape, device=index.device)
         else:
             group_scores = scores[index.to(scores.device)]
-        group_features = None if features is None else features[index.to(features.device)]
+        group_features = (
+            None if features is None else features[index.to(features.device)].to(index.device)
+        )
         local = policy.select(group_scores, group_features, k)
         chosen.append(index.gather(1, local.to(index.device)).reshape(-1))
     return torch.cat(chosen)

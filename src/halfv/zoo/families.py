@@ -72,12 +72,21 @@ class VisionSize:
         num_layers: ViT depth.
         num_heads: attention heads per ViT layer.
         intermediate_size: MLP width of each ViT layer.
+        qwen_window_size: Qwen2.5-VL's window-attention size in pixels (a multiple of 28).
+            112 (as in the released models) makes 36 windows per 672-px image; 336 makes 4,
+            which trains about 4x fewer attention calls per image on a GPU.
     """
 
     hidden_size: int = 256
     num_layers: int = 4
     num_heads: int = 4
     intermediate_size: int = 1024
+    qwen_window_size: int = 112
+
+    def __post_init__(self) -> None:
+        if self.qwen_window_size <= 0 or self.qwen_window_size % (2 * _PATCH):
+            msg = f"qwen_window_size must be a positive multiple of 28, got {self.qwen_window_size}"
+            raise ValueError(msg)
 
     def to_dict(self) -> dict[str, int]:
         """Plain-dict form, as stored in a checkpoint's ``config.json``."""
@@ -319,7 +328,7 @@ def build_qwen2_5_vl(
             "patch_size": _PATCH,
             "spatial_merge_size": 2,
             "temporal_patch_size": 2,
-            "window_size": 112,
+            "window_size": v.qwen_window_size,
             "fullatt_block_indexes": list(range(1, v.num_layers, 2)),
         },
         image_token_id=pad_id,

@@ -1,0 +1,139 @@
+"""``halfv calibrate``: turn a profile into a ready-to-use pruning config file.
+
+Examples::
+
+    halfv calibrate --profile halfv-profile/profile.json --out halfv-config.json
+    halfv calibrate --profile p.json --out c.json --base-config mine.toml --drop 0.2
+
+The config is the base schedule (--base-config, else the profiled model's default) with
+``ivr_layer``, ``ssr_layer`` and ``ssr_mode`` taken from the profile's lifecycle; keep
+ratios, policies and estimator settings come from the base. --drop/--tie/--kl-threshold
+re-run the stage detection on the stored curves. Use the file with
+``halfv.apply(model, "halfv-config.json")``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from argparse import _SubParsersAction
+
+    from halfv.config import PruningConfig
+
+__all__ = ["add_parser", "load_base_config", "run"]
+
+
+def add_parser(subparsers: _SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register the ``calibrate`` subcommand on ``subparsers``; sets ``func=run``."""
+    parser = subparsers.add_parser(
+        "calibrate",
+        help="write a PruningConfig file from a `halfv profile` report",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--profile", required=True, metavar="PATH", help="profile.json to read")
+    parser.add_argument("--out", required=True, metavar="PATH", help="config file to write (.json)")
+    parser.add_argument(
+        "--base-config", metavar="PATH", help="schedule whose ratios and policies are kept"
+    )
+    parser.add_argument("--drop", type=float, help="re-detect with this knee threshold")
+    parser.add_argument("--tie", type=float, help="re-detect with this minimum tolerance")
+    parser.add_argument("--min-depth", type=float, help="re-detect with this smallest descent")
+    parser.add_argument(
+        "--kl-threshold", type=float, help="re-decide the SSR mode with this KL threshold"
+    )
+    parser.set_defaults(func=run)
+
+
+def load_base_config(path: str | Path) -> PruningConfig:
+    """Load a config file, with one-line errors naming each bad key or value.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: unreadable, unknown keys, out-of-range values or a bad suffix.
+    """
+    from pydantic import ValidationError
+
+    from halfv.config import load_config
+    from halfv.profile.report import validation_message
+
+    try:
+        return load_config(path)
+    except ValidationError as exc:
+        msg = f"config file {str(path)!r}: {validation_message(exc)}"
+        raise ValueError(msg) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        msg = f"config file {str(path)!r} is not valid JSON ({exc}): fix or regenerate it"
+        raise ValueError(msg) from None
+    except ValueError as exc:  # tomllib.TOMLDecodeError, bad suffix
+        first = str(exc).splitlines()[0]
+        msg = first if str(path) in first else f"config file {str(path)!r}: {first}"
+        raise ValueError(msg) from None
+
+
+def run(args: argparse.Namespace) -> int:
+    """Execute ``halfv calibrate``; returns 0.
+
+    Raises:
+        ValueError, FileNotFoundError: a bad profile, base config, threshold or output path.
+    """
+    from rich.console import Console
+
+    from halfv.cli.flops_cmd import describe_schedule
+    from halfv.config import save_config
+    from halfv.profile.lifecycle import (
+        DEFAULT_DROP,
+        DEFAULT_MIN_DEPTH,
+        DEFAULT_TIE,
+        detect_lifecycle,
+    )
+    from halfv.profile.report import ProfileReport, suggested_config
+    from halfv.saturation import KLSaturationDetector
+
+    out = Path(args.out)
+    if out.suffix != ".json":
+        msg = f"--out {str(out)!r}: calibrate writes JSON, so use a name ending in .json"
+        raise ValueError(msg)
+    if not out.parent.is_dir():
+        msg = f"--out {str(out)!r}: folder {str(out.parent)!r} does not exist; create it first"
+        raise FileNotFoundError(msg)
+    report = ProfileReport.from_json(args.profile)
+    base = load_base_config(args.base_config) if args.base_config else None
+    redetect = (args.drop, args.tie, args.min_depth, args.kl_threshold)
+    if any(value is not None for value in redetect):
+        detector = (
+            KLSaturationDetector(threshold=args.kl_threshold)
+            if args.kl_threshold is not None
+            else None
+        )
+        lifecycle = detect_lifecycle(
+            report.curve("whole"),
+            report.kl,
+            drop=DEFAULT_DROP if args.drop is None else args.drop,
+            tie=DEFAULT_TIE if args.tie is None else args.tie,
+            min_depth=DEFAULT_MIN_DEPTH if args.min_depth is None else args.min_depth,
+            detector=detector,
+        )
+        report = report.model_copy(update={"lifecycle": lifecycle})
+    config = suggested_config(report, base)
+    save_config(config, out)
+    console = Console(highlight=False)
+    life = report.lifecycle
+    source = args.base_config or f"default schedule of {report.model.model_type}"
+    console.print(f"profile: {report.model.description}; {report.n_inputs} input(s)")
+    mode = life.ssr_mode or "not probed (kept from the base)"
+    if life.detected:
+        console.print(f"lifecycle: IVR layer {life.ivr_layer}, SSR layer {life.ssr_layer}", end="")
+        console.print(f", SSR mode {mode}")
+    else:
+        console.print(
+            "[bold]warning:[/bold] no lifecycle detected in this profile (the whole-sequence "
+            f"TME does not descend); kept the base layers, SSR mode {mode}"
+        )
+    console.print(f"wrote {out}: {describe_schedule(config)} (ratios from {source})")
+    console.print(f'use it: halfv.apply(model, "{out}")')
+    return 0
