@@ -24,6 +24,7 @@
 # Name families to train only those (bash scripts/gpu_train.sh qwen2_5_vl); while the
 # machine stays warm a later call needs no carry. Knobs (environment): STEPS (1000),
 # MINUTES per family (1.3), BATCH (64), LORA rank (8), EVAL_LIMIT (500), WORKERS (8),
+# QWEN_WINDOW (336 px: 4 attention windows per image instead of 36, far fewer kernels),
 # DEVICE (cuda), HALFV_STAGE (~/halfv-stage), HALFV_SITE (/tmp/site).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -88,6 +89,7 @@ for fam in "${families[@]}"; do
   if python3 scripts/train_vlm.py --family "$fam" --device "${DEVICE:-cuda}" \
       --steps "${STEPS:-1000}" --max-minutes "${MINUTES:-1.3}" --batch-size "${BATCH:-64}" \
       --lr 1e-3 --lora-rank "${LORA:-8}" --seed 0 --data easyvqa,synthetic \
+      --lm-dtype bfloat16 --qwen-window-size "${QWEN_WINDOW:-336}" \
       --eval-limit "${EVAL_LIMIT:-500}" --num-workers "${WORKERS:-8}" --log-every 50 \
       --out "$ckpt"; then
     tar -C src/halfv/zoo/checkpoints -cf "$OUT/$fam.tar" "$fam"

@@ -57,6 +57,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eval-batch-size", type=int, default=64)
     p.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
     p.add_argument("--grad-checkpointing", action="store_true")
+    p.add_argument(
+        "--lm-dtype",
+        choices=("float32", "bfloat16"),
+        default=None,
+        help="dtype of the frozen LM while training (default: bfloat16 on CUDA, else float32)",
+    )
+    p.add_argument(
+        "--qwen-window-size",
+        type=int,
+        default=VisionSize.qwen_window_size,
+        help="Qwen2.5-VL window attention in px (112 = released models; 336 trains faster)",
+    )
     p.add_argument("--vision-hidden", type=int, default=VisionSize.hidden_size)
     p.add_argument("--vision-layers", type=int, default=VisionSize.num_layers)
     p.add_argument("--vision-heads", type=int, default=VisionSize.num_heads)
@@ -86,6 +98,7 @@ def _card(cfg: TrainConfig, res: TrainResult, command: str, weights: Path) -> st
         else "none"
     )
     v = cfg.vision
+    window = f", window {v.qwen_window_size} px" if cfg.family == "qwen2_5_vl" else ""
     device = (
         torch.cuda.get_device_name()
         if cfg.device.startswith("cuda")
@@ -100,8 +113,10 @@ def _card(cfg: TrainConfig, res: TrainResult, command: str, weights: Path) -> st
         ),
         (
             f"- Trained: vision tower (hidden {v.hidden_size}, {v.num_layers} layers, "
-            f"{v.num_heads} heads, MLP {v.intermediate_size}) + projector; LoRA: {lora}."
+            f"{v.num_heads} heads, MLP {v.intermediate_size}{window}) + projector; "
+            f"LoRA: {lora}."
         ),
+        f"- Frozen LM dtype while training: {cfg.lm_dtype}.",
         (
             f"- Data: {', '.join(cfg.datasets)} (train splits, uniform mixture; "
             "`halfv.data.load_split`)."
@@ -163,8 +178,13 @@ def main(argv: list[str] | None = None) -> int:
         eval_batch_size=args.eval_batch_size,
         num_workers=args.num_workers,
         grad_checkpointing=args.grad_checkpointing,
+        lm_dtype=args.lm_dtype,
         vision=VisionSize(
-            args.vision_hidden, args.vision_layers, args.vision_heads, args.vision_intermediate
+            args.vision_hidden,
+            args.vision_layers,
+            args.vision_heads,
+            args.vision_intermediate,
+            args.qwen_window_size,
         ),
     )
     command = "python scripts/train_vlm.py " + shlex.join(

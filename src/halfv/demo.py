@@ -35,6 +35,8 @@ from halfv.flops import FlopsReport, flops_from_token_counts
 from halfv.model_specs import ModelDims
 from halfv.pipeline import apply
 from halfv.plan import PruneStats
+from halfv.plugins import get_adapter_for, get_estimator
+from halfv.profile.collect import collect_curves
 from halfv.profile.inputs import Prompt, load_image
 from halfv.profile.lifecycle import Lifecycle
 from halfv.profile.runner import build_report, write_outputs
@@ -209,9 +211,6 @@ def run_demo(
         [layer.query_rows[0] for layer in stats.layers],
         [layer.sequence[0] for layer in stats.layers],
     )
-
-    from halfv.plugins import get_adapter_for, get_estimator
-    from halfv.profile.collect import collect_curves
 
     with_kl = source.kind == "tiny-random" if kl is None else kl
     estimator = get_estimator(schedule.estimator, **schedule.estimator_options)
