@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 import torch
 
 import halfv
 from halfv.budget import kept_count
-from halfv.interfaces import SSRPolicy
 from halfv.policies import UniformPolicy
-from halfv.selection import uniform_indices
-from tiny import BUILDERS, Tiny
+from tiny import BUILDERS, StrideSSR, Tiny
 
 FAMILIES = sorted(BUILDERS)
 ATTENTION = ("sdpa", "eager")
@@ -105,21 +103,6 @@ def test_budget_order_and_text(tiny: Tiny, config: halfv.PruningConfig) -> None:
         assert s.query_rows[0] == len(text)
 
 
-class _StrideSSR(SSRPolicy):
-    """A query-independent SSR prune, so a from-scratch recompute keeps the same tokens."""
-
-    name: ClassVar[str] = "stride"
-    mode: ClassVar = "prune"
-    needs_scores: ClassVar[bool] = False
-    needs_features: ClassVar[bool] = False
-
-    def _choose(
-        self, scores: torch.Tensor, features: torch.Tensor | None, keep: int
-    ) -> torch.Tensor:
-        index = uniform_indices(scores.shape[1], keep, scores.device)
-        return index.expand(scores.shape[0], keep)
-
-
 def _extend(inputs: dict[str, Any], tokens: torch.Tensor) -> dict[str, Any]:
     out = dict(inputs)
     extra = tokens.shape[1]
@@ -136,7 +119,7 @@ def test_cached_decode_equals_recompute(tiny: Tiny, mode: str) -> None:
     model = tiny.model
     config = PRUNE if mode == "prune" else FREEZE
     adapter = halfv.get_adapter_for(model)
-    ssr = _StrideSSR() if mode == "prune" else halfv.get_ssr_policy("freeze")
+    ssr = StrideSSR() if mode == "prune" else halfv.get_ssr_policy("freeze")
     pipeline = halfv.Pipeline(config, adapter, UniformPolicy(), ssr, halfv.get_estimator("tme"))
     inputs = tiny.prompt([[4, "img", 6], [9, "img", 2]])
     prompt_len = inputs["input_ids"].shape[1]

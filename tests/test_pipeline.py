@@ -18,10 +18,9 @@ from transformers import LlamaConfig, LlamaForCausalLM
 import halfv
 from halfv.adapters import LlamaStyleAdapter
 from halfv.budget import kept_count
-from halfv.interfaces import SSRPolicy
 from halfv.policies import UniformPolicy
-from halfv.selection import uniform_indices
 from strategies import keep_ratios, visual_layouts
+from tiny import StrideSSR
 
 VISUAL = 7
 
@@ -37,18 +36,6 @@ class FakeAdapter(LlamaStyleAdapter):
 
     def visual_token_ids(self, model: torch.nn.Module) -> tuple[int, ...]:
         return (VISUAL,)
-
-
-class StrideSSR(SSRPolicy):
-    name: ClassVar[str] = "stride"
-    mode: ClassVar = "prune"
-    needs_scores: ClassVar[bool] = False
-    needs_features: ClassVar[bool] = False
-
-    def _choose(
-        self, scores: torch.Tensor, features: torch.Tensor | None, keep: int
-    ) -> torch.Tensor:
-        return uniform_indices(scores.shape[1], keep, scores.device).expand(scores.shape[0], keep)
 
 
 def _model(attention: str) -> LlamaForCausalLM:

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
+
+from halfv.interfaces import SSRPolicy
+from halfv.selection import uniform_indices
 
 TEXT = {
     "hidden_size": 64,
@@ -270,3 +273,17 @@ BUILDERS: dict[str, Callable[..., Tiny]] = {
     "qwen2_5_vl": build_qwen,
     "internvl": build_internvl,
 }
+
+
+class StrideSSR(SSRPolicy):
+    """A query-independent SSR prune (uniform stride), so a from-scratch recompute of a
+    longer sequence keeps exactly the same tokens as the cached run."""
+
+    name: ClassVar[str] = "stride"
+    mode: ClassVar = "prune"
+    needs_scores: ClassVar[bool] = False
+    needs_features: ClassVar[bool] = False
+
+    def _choose(self, scores: Tensor, features: Tensor | None, keep: int) -> Tensor:
+        index = uniform_indices(scores.shape[1], keep, scores.device)
+        return index.expand(scores.shape[0], keep)

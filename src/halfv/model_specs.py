@@ -21,6 +21,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from halfv.adapters.backbones import (
+    InternVLAdapter,
+    LlavaAdapter,
+    LlavaNextAdapter,
+    Qwen25VLAdapter,
+)
 from halfv.config import PruningConfig
 
 __all__ = ["MODEL_SPECS", "ModelDims", "ModelSpec", "get_model_spec", "known_models"]
@@ -138,20 +144,11 @@ class ModelSpec:
     notes: str
 
 
-_LLAVA15 = PruningConfig(
-    ivr_layer=3, ivr_keep=0.5, attention_share=0.2, ssr_layer=15, ssr_mode="freeze"
-)
-_LLAVA_NEXT = PruningConfig(
-    ivr_layer=2, ivr_keep=0.5, attention_share=0.1, ssr_layer=16, ssr_mode="freeze"
-)
-_QWEN25 = PruningConfig(
-    ivr_layer=2,
-    ivr_keep=0.25,
-    attention_share=0.1,
-    ssr_layer=21,
-    ssr_mode="prune",
-    ssr_keep=0.05,
-)
+# One source of truth: the adapters' reference schedules (method doc section 7).
+_LLAVA15 = LlavaAdapter.reference_schedule
+_LLAVA_NEXT = LlavaNextAdapter.reference_schedule
+_QWEN25 = Qwen25VLAdapter.reference_schedule
+_INTERNVL = InternVLAdapter.reference_schedule
 
 _SPECS = (
     ModelSpec(
@@ -185,7 +182,7 @@ _SPECS = (
     ModelSpec(
         "internvl3-8b",
         ModelDims("internvl3-8b", 3584, 18944, 28, 28, 4, 128, 151674),
-        _QWEN25,
+        _INTERNVL,
         "Qwen2.5-7B",
         "Not in the HalfV release: inherits the Qwen2.5-VL-7B schedule from the shared "
         "Qwen2.5-7B backbone; recalibrate with `halfv profile`.",
