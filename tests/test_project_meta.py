@@ -32,7 +32,7 @@ DEMO_COMMAND = (
 )
 TEST_COMMAND = (
     "python3 -m venv .venv && .venv/bin/pip install torch==2.13.0 -e '.[test]' "
-    "./plugins/halfv-example && .venv/bin/python -m pytest"
+    "&& .venv/bin/pip install --no-deps ./plugins/halfv-example && .venv/bin/python -m pytest"
 )
 
 
