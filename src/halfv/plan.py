@@ -7,7 +7,6 @@ decode steps that follow. It holds only tensors and ints: no model references.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -140,12 +139,3 @@ class PrefillPlan:
         """Flat row index of each sample's query token in a stage."""
         slot = (layout.orig_pos == self.query_pos[:, None]).to(torch.int8).argmax(dim=1)
         return torch.arange(layout.orig_pos.shape[0], device=slot.device) * layout.length + slot
-
-    def span_groups(
-        self, sizes: Sequence[int], keeps: Sequence[int]
-    ) -> dict[tuple[int, int], list[int]]:
-        """Span ids grouped by (current size, kept count), so each group is one batch."""
-        groups: dict[tuple[int, int], list[int]] = {}
-        for g, (n, k) in enumerate(zip(sizes, keeps, strict=True)):
-            groups.setdefault((n, k), []).append(g)
-        return groups

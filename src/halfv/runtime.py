@@ -356,7 +356,7 @@ class PruningRuntime:
             features = self.final_norm(flat.to(norm_device))
         sizes = [g.length if stage == "ivr" else g.ivr_keep for g in plan.budgets]
         keeps = [g.ivr_keep if stage == "ivr" else g.ssr_keep for g in plan.budgets]
-        chosen = _select_per_span(policy, plan.scores, features, sizes, keeps)
+        chosen = _select_per_span(policy, plan.scores, features, sizes, keeps, device=rows.device)
         t = plan.prompt_len
         orig_rows = (rows // s) * t + layout.orig_pos.reshape(-1)[rows]
         visual = plan.spans.mask
@@ -418,17 +418,21 @@ def _select_per_span(
     features: Tensor | None,
     sizes: Sequence[int],
     keeps: Sequence[int],
+    *,
+    device: torch.device,
 ) -> Tensor:
     """Flat indices (into the stage's visual rows) chosen for every span.
 
-    Spans of equal (size, keep) form one batched ``select`` call.
+    Spans of equal (size, keep) form one batched ``select`` call. ``device`` is where the
+    indices are built when the policy reads neither scores nor features.
     """
     offsets = [0]
     for n in sizes:
         offsets.append(offsets[-1] + n)
-    device = (
-        scores.device if scores is not None else features.device if features is not None else None
-    )
+    if scores is not None:
+        device = scores.device
+    elif features is not None:
+        device = features.device
     groups: dict[tuple[int, int], list[int]] = {}
     for g, (n, k) in enumerate(zip(sizes, keeps, strict=True)):
         groups.setdefault((n, k), []).append(g)

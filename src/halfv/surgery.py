@@ -24,6 +24,7 @@ __all__ = [
     "allowed_to_mask",
     "gather_rows",
     "gather_seq",
+    "initial_layout",
     "next_layout",
     "prefill_stage_mask",
     "remap_decode_mask",
