@@ -244,6 +244,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     limit_s = cfg.max_minutes * 60.0 if cfg.max_minutes else math.inf
     losses: list[tuple[int, float]] = []
     window: list[float] = []
+    data_seconds = 0.0  # batch loading + preprocessing on the host, for the log
     start, step = time.monotonic(), 0
     while step < cfg.steps:
         elapsed = time.monotonic() - start
@@ -253,6 +254,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         factor = _lr_factor(step, max(step / cfg.steps, elapsed / limit_s), cfg.warmup)
         for group in opt.param_groups:
             group["lr"] = group["base_lr"] * factor
+        t_data = time.monotonic()
         items = next(batches)
         inputs = dict(
             proc(
@@ -262,6 +264,7 @@ def train(cfg: TrainConfig) -> TrainResult:
                 device=device,
             )
         )
+        data_seconds += time.monotonic() - t_data
         with _autocast(device, device.type == "cuda" or cfg.lm_dtype == "bfloat16"):
             loss = _loss(model, inputs, cfg.family)
         opt.zero_grad(set_to_none=True)
@@ -274,7 +277,12 @@ def train(cfg: TrainConfig) -> TrainResult:
             losses.append((step, round(sum(window) / len(window), 4)))
             rate = (time.monotonic() - start) / step
             log.info(
-                "step %d loss %.4f lr %.2e %.3f s/step", step, losses[-1][1], cfg.lr * factor, rate
+                "step %d loss %.4f lr %.2e %.3f s/step (%.3f s of it preparing the batch)",
+                step,
+                losses[-1][1],
+                cfg.lr * factor,
+                rate,
+                data_seconds / step,
             )
             window = []
     seconds = time.monotonic() - start
