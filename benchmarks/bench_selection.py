@@ -98,6 +98,11 @@ def main() -> None:
     parser.add_argument("--share", type=float, default=0.1)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--sweep-warps",
+        action="store_true",
+        help="CUDA: also time the Gram GEMM alone and the fused greedy loop at 2-32 warps",
+    )
     args = parser.parse_args()
     if torch.cuda.is_available():
         device, dtype, timer = torch.device("cuda"), torch.bfloat16, _time_cuda
@@ -117,6 +122,33 @@ def main() -> None:
         times = timer(fn, args.warmup, args.repeats)
         median = statistics.median(times)
         _emit(f"{label:28s} median {median:9.2f} ms  ({median * 1e3 / k:7.2f} us/pick)  {times}")
+    if args.sweep_warps and device.type == "cuda":
+        _sweep_warps(features, k, args.warmup, args.repeats)
+
+
+def _sweep_warps(features: torch.Tensor, k: int, warmup: int, repeats: int) -> None:
+    """The two parts of FPS on CUDA apart: the Gram GEMM, then the fused loop per warp count."""
+    from halfv.fps_kernel import default_num_warps, greedy_on_gram_triton
+    from halfv.selection import _raw_gram
+
+    raw = _raw_gram(features)
+    if raw is None:
+        _emit("sweep: this torch has no bmm(out_dtype=...) on CUDA; nothing to sweep")
+        return
+    gram, scale = raw
+    gram_ms = statistics.median(_time_cuda(lambda: _raw_gram(features)[0], warmup, repeats))  # type: ignore[index]
+    _emit(f"{'gram (bf16 GEMM, fp32 out)':28s} median {gram_ms:9.2f} ms")
+    b, n = scale.shape
+    out = torch.empty((b, k), dtype=torch.long, device=features.device)
+    for warps in (2, 4, 8, 16, 32):
+
+        def loop(w: int = warps) -> torch.Tensor:
+            dist = torch.full((b, n), 2.0, device=features.device)
+            return greedy_on_gram_triton(gram, dist, out, 0, scale, num_warps=w)
+
+        median = statistics.median(_time_cuda(loop, warmup, repeats))
+        mark = " (default)" if warps == default_num_warps(n) else ""
+        _emit(f"{'greedy loop, ' + str(warps) + ' warps':28s} median {median:9.2f} ms{mark}")
 
 
 if __name__ == "__main__":

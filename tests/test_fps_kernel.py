@@ -53,3 +53,37 @@ def test_triton_kernel_equals_reference(b: int, n: int, k: int, seeds: int) -> N
     expected = greedy_on_gram_torch(gram, min_dist.clone(), out.clone(), seeds)
     got = greedy_on_gram_triton(gram, min_dist.clone(), out.clone(), seeds)
     assert torch.equal(got, expected)
+
+
+def _raw_problem(b: int, n: int, seed: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inner products of random features of varied norms, and their inverse norms."""
+    gen = torch.Generator().manual_seed(seed)
+    feats = torch.randn(b, n, 48, generator=gen) * torch.rand(b, n, 1, generator=gen).add(0.5)
+    gram = (feats @ feats.transpose(1, 2)).to(device)
+    scale = feats.norm(dim=-1).reciprocal().to(device)
+    return gram, scale
+
+
+def test_scaled_gram_picks_like_the_cosine_gram() -> None:
+    """Inner products + inverse norms give the picks of the cosine Gram matrix."""
+    gram, scale = _raw_problem(2, 60, 1, "cpu")
+    cosine = gram * scale.unsqueeze(-1) * scale.unsqueeze(1)
+    min_dist = torch.full((2, 60), 2.0)
+    out = torch.zeros((2, 25), dtype=torch.long)
+    expected = greedy_on_gram_torch(cosine, min_dist.clone(), out.clone(), 0)
+    got = greedy_on_gram(gram, min_dist.clone(), out.clone(), 0, scale=scale)
+    assert torch.equal(got, expected)
+    assert not torch.equal(greedy_on_gram_torch(gram, min_dist.clone(), out.clone(), 0), expected)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not triton_available(), reason="needs CUDA and Triton")
+@pytest.mark.parametrize(("b", "n", "k"), [(1, 1000, 250), (2, 4096, 1024)])
+def test_triton_kernel_applies_the_scale(b: int, n: int, k: int) -> None:
+    gram, scale = _raw_problem(b, n, n, "cuda")
+    min_dist = torch.full((b, n), 2.0, device="cuda")
+    out = torch.zeros((b, k), dtype=torch.long, device="cuda")
+    expected = greedy_on_gram_torch(gram, min_dist.clone(), out.clone(), 0, scale)
+    for warps in (4, 8, 16):
+        got = greedy_on_gram_triton(gram, min_dist.clone(), out.clone(), 0, scale, num_warps=warps)
+        assert torch.equal(got, expected), warps

@@ -277,6 +277,21 @@ def test_fps_has_no_cuda_sync() -> None:
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_cuda_fps_picks_like_the_float64_reference(dtype: torch.dtype) -> None:
+    """Half-precision features take the exact-product Gram path; the picks must match a
+    float64 CPU run on the same (rounded) features, with and without anchors."""
+    gen = torch.Generator().manual_seed(7)
+    features = torch.randn(2, 700, 96, generator=gen).to(dtype)
+    scores = torch.rand(2, 700, generator=gen)
+    reference = features.double()
+    for keep, share in ((175, 0.0), (175, 0.2)):
+        expected = halfv_select(scores.double(), reference, keep, share)
+        got = halfv_select(scores.cuda(), features.cuda(), keep, share)
+        assert torch.equal(got.cpu(), expected), (dtype, share)
+
+
+@pytest.mark.gpu
 def test_sync_debug_mode_catches_item() -> None:
     """The CUDA sync detector itself works (so the test above can fail)."""
     with warnings.catch_warnings():

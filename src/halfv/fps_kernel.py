@@ -10,6 +10,12 @@ each pick costs one row read and one block-wide argmax.
 Both :func:`greedy_on_gram_torch` (any device, the reference) and
 :func:`greedy_on_gram_triton` (CUDA + Triton) take the same Gram matrix and return the
 same picks: ties go to the lowest index, and a token's own ``-inf`` never comes back.
+
+The Gram matrix holds either cosine similarities or raw inner products together with
+``scale``, the inverse norms: ``cos(i, j) = gram[i, j] * scale[i] * scale[j]``. The second
+form lets bf16 features go through a bf16 GEMM with float32 output (exact products, float32
+sums: faster than TF32 and no rounding of the inputs) without a pass that rewrites the
+``N x N`` matrix; the kernel applies the scales as it reads each row.
 """
 
 from __future__ import annotations
@@ -20,7 +26,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["greedy_on_gram", "greedy_on_gram_torch", "greedy_on_gram_triton", "triton_available"]
+__all__ = [
+    "default_num_warps",
+    "greedy_on_gram",
+    "greedy_on_gram_torch",
+    "greedy_on_gram_triton",
+    "triton_available",
+]
 
 #: Largest span the fused kernel keeps in registers (one program per sample).
 MAX_KERNEL_TOKENS = 32768
@@ -38,15 +50,19 @@ def triton_available() -> bool:
     return True
 
 
-def greedy_on_gram_torch(gram: Tensor, min_dist: Tensor, out: Tensor, start: int) -> Tensor:
+def greedy_on_gram_torch(
+    gram: Tensor, min_dist: Tensor, out: Tensor, start: int, scale: Tensor | None = None
+) -> Tensor:
     """Fill ``out[:, start:]`` with greedy picks (reference loop, any device).
 
     Args:
-        gram: ``[B, N, N]`` cosine similarities (float32).
+        gram: ``[B, N, N]`` float32 cosine similarities, or inner products with ``scale``.
         min_dist: ``[B, N]`` current distance to the chosen set; chosen tokens are ``-inf``.
             Updated in place.
         out: ``[B, k]`` int64; columns ``< start`` hold the picks made so far.
         start: number of picks already made.
+        scale: optional ``[B, N]`` float32 inverse norms; the similarity of ``i`` and ``j``
+            is then ``gram[i, j] * scale[i] * scale[j]``.
     """
     b, n = min_dist.shape
     row_shape = (b, 1, n)
@@ -54,6 +70,8 @@ def greedy_on_gram_torch(gram: Tensor, min_dist: Tensor, out: Tensor, start: int
         chosen = min_dist.argmax(dim=-1, keepdim=True)  # first maximum on ties
         out[:, i : i + 1] = chosen
         row = torch.gather(gram, 1, chosen.unsqueeze(-1).expand(row_shape)).squeeze(1)
+        if scale is not None:
+            row = row * torch.gather(scale, 1, chosen) * scale
         torch.fmin(min_dist, 1.0 - row, out=min_dist)  # fmin: NaN never replaces a distance
         min_dist.scatter_(1, chosen, float("-inf"))
     return out
@@ -69,6 +87,7 @@ def _kernel() -> Any:
         gram_ptr,
         dist_ptr,
         out_ptr,
+        scale_ptr,
         n,
         k,
         start,
@@ -76,17 +95,23 @@ def _kernel() -> Any:
         stride_gr,
         stride_db,
         stride_ob,
+        stride_sb,
         BLOCK: tl.constexpr,
+        HAS_SCALE: tl.constexpr,
     ):
         b = tl.program_id(0).to(tl.int64)
         offs = tl.arange(0, BLOCK)
         valid = offs < n
         dist = tl.load(dist_ptr + b * stride_db + offs, mask=valid, other=-float("inf"))
+        if HAS_SCALE:
+            scale = tl.load(scale_ptr + b * stride_sb + offs, mask=valid, other=0.0)
         for i in range(start, k):
             idx = tl.argmax(dist, axis=0, tie_break_left=True)
             tl.store(out_ptr + b * stride_ob + i, idx.to(tl.int64))
             row_ptr = gram_ptr + b * stride_gb + idx.to(tl.int64) * stride_gr
             row = tl.load(row_ptr + offs, mask=valid, other=0.0)
+            if HAS_SCALE:
+                row = row * tl.load(scale_ptr + b * stride_sb + idx) * scale
             cand = 1.0 - row
             dist = tl.where(cand < dist, cand, dist)  # NaN compares false: like fmin
             dist = tl.where(offs == idx, -float("inf"), dist)
@@ -94,18 +119,42 @@ def _kernel() -> Any:
     return fps_kernel
 
 
-def greedy_on_gram_triton(gram: Tensor, min_dist: Tensor, out: Tensor, start: int) -> Tensor:
-    """Same contract as :func:`greedy_on_gram_torch`, in one fused CUDA launch."""
+def default_num_warps(n: int) -> int:
+    """Warps of the fused kernel for ``n`` tokens: about 64 distances per thread.
+
+    Each pick ends in a block-wide argmax whose cross-warp step costs more with every
+    warp, while the row read needs enough threads in flight (4 warps at 4096 tokens, 8 at
+    16384; ``benchmarks/bench_selection.py --sweep-warps`` times the alternatives).
+    """
+    block = 1 << max(0, (n - 1).bit_length())
+    return min(32, max(4, block // (64 * 32)))
+
+
+def greedy_on_gram_triton(
+    gram: Tensor,
+    min_dist: Tensor,
+    out: Tensor,
+    start: int,
+    scale: Tensor | None = None,
+    *,
+    num_warps: int | None = None,
+) -> Tensor:
+    """Same contract as :func:`greedy_on_gram_torch`, in one fused CUDA launch.
+
+    ``num_warps`` overrides :func:`default_num_warps` (for tuning).
+    """
     import triton
 
     b, n = min_dist.shape
     block = triton.next_power_of_2(n)
     gram = gram.contiguous()
     dist = min_dist.contiguous()
+    scale_arg = dist if scale is None else scale.contiguous()
     _kernel()[(b,)](
         gram,
         dist,
         out,
+        scale_arg,
         n,
         out.shape[1],
         start,
@@ -113,13 +162,17 @@ def greedy_on_gram_triton(gram: Tensor, min_dist: Tensor, out: Tensor, start: in
         gram.stride(1),
         dist.stride(0),
         out.stride(0),
+        scale_arg.stride(0),
         BLOCK=block,
-        num_warps=min(32, max(4, block // 256)),
+        HAS_SCALE=scale is not None,
+        num_warps=num_warps or default_num_warps(n),
     )
     return out
 
 
-def greedy_on_gram(gram: Tensor, min_dist: Tensor, out: Tensor, start: int) -> Tensor:
+def greedy_on_gram(
+    gram: Tensor, min_dist: Tensor, out: Tensor, start: int, scale: Tensor | None = None
+) -> Tensor:
     """Dispatch: the fused kernel on CUDA when Triton is there, else the torch loop."""
     fused = (
         gram.is_cuda
@@ -128,5 +181,5 @@ def greedy_on_gram(gram: Tensor, min_dist: Tensor, out: Tensor, start: int) -> T
         and triton_available()
     )
     if fused:
-        return greedy_on_gram_triton(gram, min_dist, out, start)
-    return greedy_on_gram_torch(gram, min_dist, out, start)
+        return greedy_on_gram_triton(gram, min_dist, out, start, scale)
+    return greedy_on_gram_torch(gram, min_dist, out, start, scale)

@@ -19,6 +19,7 @@ number of loop iterations.
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 
@@ -135,48 +136,103 @@ def _gram(unit: Tensor) -> Tensor:
             torch.backends.cuda.matmul.allow_tf32 = previous
 
 
+@functools.cache
+def _bmm_out_dtype_works(device_type: str) -> bool:
+    """Whether ``torch.bmm(..., out_dtype=torch.float32)`` runs on this device type."""
+    try:
+        x = torch.ones((1, 2, 2), dtype=torch.bfloat16, device=device_type)
+        torch.bmm(x, x, out_dtype=torch.float32)
+    except (RuntimeError, TypeError, NotImplementedError):
+        return False
+    return True
+
+
+def _raw_gram(features: Tensor) -> tuple[Tensor, Tensor] | None:
+    """Inner products of half-precision CUDA features, exactly multiplied, float32 sums.
+
+    Returns ``(gram, inverse_norms)`` with ``cos(i, j) = gram[i, j] * inv[i] * inv[j]``, or
+    ``None`` where this path does not apply (not CUDA, not bf16/fp16, or a torch without
+    ``bmm(out_dtype=...)``): then the caller normalises first and uses :func:`_gram`.
+    """
+    half = features.dtype in (torch.bfloat16, torch.float16)
+    if not (features.is_cuda and half and _bmm_out_dtype_works(features.device.type)):
+        return None
+    gram = torch.bmm(features, features.transpose(1, 2), out_dtype=torch.float32)
+    norms = torch.linalg.vector_norm(features.float(), dim=-1)
+    return gram, norms.clamp_min(_NORM_EPS).reciprocal()
+
+
 def _unit_features(features: Tensor) -> Tensor:
     """Upcast to at least float32 and L2-normalise the last axis (eps-safe)."""
     dtype = torch.promote_types(features.dtype, torch.float32)
     return torch.nn.functional.normalize(features.to(dtype), p=2.0, dim=-1, eps=_NORM_EPS)
 
 
-def _fps_from_seeds(unit: Tensor, k: int, seeds: Tensor | None) -> Tensor:
-    """Greedy k-center on unit vectors, seeded with ``seeds`` ``[B, S]`` (distinct, S <= k).
+def _initial_distances(
+    shape: tuple[int, int], like: Tensor, seeds: Tensor | None, seed_sims: Tensor | None
+) -> Tensor:
+    """``min_dist`` before the first new pick: 2.0 without seeds (the largest cosine
+    distance, so the first pick is index 0, the upstream convention), else the distance
+    to the nearest seed (``seed_sims`` holds each token's largest similarity to a seed),
+    with the seeds themselves at ``-inf``. Dtype and device are those of ``like``."""
+    if seeds is None or seed_sims is None:
+        return torch.full(shape, 2.0, dtype=like.dtype, device=like.device)
+    # NaN (non-finite features) counts as the largest distance; picks stay distinct.
+    min_dist = torch.nan_to_num(1.0 - seed_sims.to(like.dtype), nan=2.0)
+    return min_dist.scatter_(1, seeds, float("-inf"))
+
+
+def _fps_on_gram(features: Tensor, k: int, seeds: Tensor | None) -> Tensor:
+    """FPS through a precomputed Gram matrix; on CUDA the loop is one fused kernel."""
+    b, n, _ = features.shape
+    n_seeds = 0 if seeds is None else seeds.shape[1]
+    raw = _raw_gram(features)
+    if raw is not None:
+        gram, scale = raw
+    else:
+        gram, scale = _gram(_unit_features(features)), None
+    seed_sims = None
+    if seeds is not None:
+        rows = torch.gather(gram, 1, seeds.unsqueeze(-1).expand(-1, -1, n))  # [B, S, N]
+        if scale is not None:
+            rows = rows * torch.gather(scale, 1, seeds).unsqueeze(-1) * scale.unsqueeze(1)
+        seed_sims = rows.amax(dim=1)
+    min_dist = _initial_distances((b, n), gram, seeds, seed_sims)
+    out = torch.empty((b, k), dtype=torch.long, device=features.device)
+    if seeds is not None:
+        out[:, :n_seeds] = seeds
+    return greedy_on_gram(gram, min_dist, out, n_seeds, scale=scale)
+
+
+def _fps_from_seeds(features: Tensor, k: int, seeds: Tensor | None) -> Tensor:
+    """Greedy k-center under cosine distance, seeded with ``seeds`` ``[B, S]`` (distinct).
 
     Returns ``[B, k]``: the seeds in the order given, then the new picks in pick order.
     """
-    b, n, _ = unit.shape
-    n_seeds = 0 if seeds is None else seeds.shape[1]
-    if seeds is not None and n_seeds == k:
+    b, n, _ = features.shape
+    if seeds is not None and seeds.shape[1] == 0:
+        seeds = None
+    if seeds is not None and seeds.shape[1] == k:
         return seeds
-    if seeds is None or n_seeds == 0:
-        # Upstream convention: with no anchors every distance starts at 2.0, the largest
-        # possible cosine distance, so the first pick is the first maximum, index 0.
-        min_dist = torch.full((b, n), 2.0, dtype=unit.dtype, device=unit.device)
-        picks: list[Tensor] = []
-    else:
-        max_sim = torch.full((b, n), float("-inf"), dtype=unit.dtype, device=unit.device)
-        for start in range(0, n_seeds, _SEED_CHUNK):
-            chunk = seeds[:, start : start + _SEED_CHUNK]
-            seed_vecs = torch.gather(unit, 1, chunk.unsqueeze(-1).expand(-1, -1, unit.shape[2]))
-            sims = torch.bmm(unit, seed_vecs.transpose(1, 2))  # [B, N, chunk]
-            max_sim = torch.fmax(max_sim, sims.amax(dim=-1))
-        # NaN (non-finite features) counts as the largest distance; picks stay distinct.
-        min_dist = torch.nan_to_num(1.0 - max_sim, nan=2.0)
-        min_dist.scatter_(1, seeds, float("-inf"))
-        picks = [seeds]
     if b * n * n <= _GRAM_LIMIT:
         # One GEMM up front; each pick then reads one row of the Gram matrix (N values)
         # instead of the whole [N, D] feature matrix, and on CUDA the whole greedy loop
         # runs as one fused kernel (halfv.fps_kernel) instead of ~5 launches per pick.
-        out = torch.empty((b, k), dtype=torch.long, device=unit.device)
-        if n_seeds:
-            out[:, :n_seeds] = picks[0]
-        return greedy_on_gram(_gram(unit), min_dist, out, n_seeds)
+        return _fps_on_gram(features, k, seeds)
+    unit = _unit_features(features)
+    seed_sims = None
+    if seeds is not None:
+        seed_sims = torch.full((b, n), float("-inf"), dtype=unit.dtype, device=unit.device)
+        for start in range(0, seeds.shape[1], _SEED_CHUNK):
+            chunk = seeds[:, start : start + _SEED_CHUNK]
+            seed_vecs = torch.gather(unit, 1, chunk.unsqueeze(-1).expand(-1, -1, unit.shape[2]))
+            sims = torch.bmm(unit, seed_vecs.transpose(1, 2))  # [B, N, chunk]
+            seed_sims = torch.fmax(seed_sims, sims.amax(dim=-1))
+    min_dist = _initial_distances((b, n), unit, seeds, seed_sims)
+    picks: list[Tensor] = [] if seeds is None else [seeds]
     ones = torch.ones((b, n, 1), dtype=unit.dtype, device=unit.device)
     index_shape = (b, 1, unit.shape[2])
-    for _ in range(k - n_seeds):
+    for _ in range(k - (0 if seeds is None else seeds.shape[1])):
         chosen = min_dist.argmax(dim=-1, keepdim=True)  # [B, 1]; first maximum on ties
         picks.append(chosen)
         vec = torch.gather(unit, 1, chosen.unsqueeze(-1).expand(index_shape))  # [B, 1, D]
@@ -240,7 +296,7 @@ def farthest_point_sampling(features: Tensor, k: int, seed_mask: Tensor | None =
             # a stable descending sort of the mask lists each row's seeds in index order
             order = torch.sort(seed_mask.to(torch.uint8), dim=1, descending=True, stable=True)
             seeds = order.indices[:, :high].to(features.device)
-    return _fps_from_seeds(_unit_features(features), k, seeds)
+    return _fps_from_seeds(features, k, seeds)
 
 
 def halfv_select(scores: Tensor, features: Tensor, keep: int, attention_share: float) -> Tensor:
@@ -273,7 +329,7 @@ def halfv_select(scores: Tensor, features: Tensor, keep: int, attention_share: f
     _check_count("keep", keep, 1, n, "use halfv.budget.kept_count(N, ratio)")
     n_anchors = anchor_count(keep, attention_share)
     anchors = topk_indices(scores, n_anchors).to(features.device) if n_anchors else None
-    return _fps_from_seeds(_unit_features(features), keep, anchors)
+    return _fps_from_seeds(features, keep, anchors)
 
 
 def uniform_indices(n: int, keep: int, device: torch.device | str | None = None) -> Tensor:
