@@ -309,6 +309,21 @@ def markdown(data: dict[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
+def merge_results(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One result set from runs of the same command split by ``--models``: the first run's
+    meta (its date, versions and GPU), the models of all, and every record in order.
+    Runs on different GPUs or software cannot be merged into one table."""
+    first = runs[0]["meta"]
+    for other in runs[1:]:
+        for key in ("device_name", "torch", "transformers", "dtype"):
+            if other["meta"].get(key) != first.get(key):
+                theirs = other["meta"].get(key)
+                msg = f"cannot merge runs with different {key}: {first.get(key)!r}, {theirs!r}"
+                raise ValueError(msg)
+    meta = dict(first, models={k: v for r in runs for k, v in r["meta"]["models"].items()})
+    return {"meta": meta, "records": [rec for r in runs for rec in r["records"]]}
+
+
 def write_docs(table: str, docs: Path, source: Path) -> None:
     """Replace the marked block of ``docs`` with ``table``."""
     text = docs.read_text(encoding="utf-8")
@@ -344,7 +359,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--device", default="cuda")
     p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
     p.add_argument("--out", type=Path, help="JSON file (benchmarks/results/speed.json)")
-    p.add_argument("--from-json", type=Path, help="do not run: report this result file")
+    p.add_argument(
+        "--from-json",
+        type=Path,
+        nargs="+",
+        help="do not run: report these result files (records of several runs merged)",
+    )
     p.add_argument("--write-docs", action="store_true", help="fill the table block of --docs")
     p.add_argument("--docs", type=Path, default=Path("docs/speed.md"))
     p.add_argument("--cpu-smoke", action="store_true", help="tiny models on the CPU (< 20 s)")
@@ -385,8 +405,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             measure_model(run, key)
         data, source = run.data, args.out
     else:
-        source = args.from_json
-        data = json.loads(source.read_text(encoding="utf-8"))
+        data = merge_results([json.loads(f.read_text(encoding="utf-8")) for f in args.from_json])
+        source = Path(" + ".join(str(f) for f in args.from_json))
     table = markdown(data)
     bc.emit(table)
     if args.write_docs:
