@@ -1,4 +1,4 @@
-"""The per-prefill pruning plan: spans, budgets, stage layouts and statistics.
+"""The per-prefill pruning plan: spans, budgets, stage layouts, selection and statistics.
 
 A :class:`PrefillPlan` is created when a prefill with visual tokens starts, filled in as
 the decoder reaches each pruning layer, and kept (keyed by the KV cache object) for the
@@ -7,16 +7,18 @@ decode steps that follow. It holds only tensors and ints: no model references.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
 from halfv.budget import kept_count
+from halfv.interfaces import IVRPolicy, SSRPolicy
 from halfv.spans import VisualSpans
 from halfv.surgery import StageLayout, initial_layout
 
-__all__ = ["LayerStats", "PrefillPlan", "PruneStats", "SpanBudget"]
+__all__ = ["LayerStats", "PrefillPlan", "PruneStats", "SpanBudget", "select_per_span"]
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,8 @@ class PrefillPlan:
     layouts: dict[int, StageLayout] = field(default_factory=dict)  # stage start -> layout
     scores: Tensor | None = None  # pending relevance for the next stage
     stage_kwargs: dict[tuple[int, str, torch.device], object] = field(default_factory=dict)
+    stage_of: tuple[int, ...] = ()  # per decoder layer: its stage start (0: unpruned)
+    moved: dict[tuple[int, torch.device], StageLayout] = field(default_factory=dict)
 
     @classmethod
     def build(
@@ -121,6 +125,21 @@ class PrefillPlan:
         starts = [s for s in self.layouts if 0 < s <= layer]
         return self.layouts[max(starts)] if starts else None
 
+    def stage_table(self, num_layers: int) -> tuple[int, ...]:
+        """Stage start of every decoder layer (0 before the first prune)."""
+        starts = sorted(s for s in self.layouts if s > 0)
+        return tuple(max((s for s in starts if s <= i), default=0) for i in range(num_layers))
+
+    def layout_on(self, stage: int, device: torch.device) -> StageLayout:
+        """A stage's layout on ``device``, copied there once and then kept."""
+        layout = self.layouts[stage]
+        if layout.orig_pos.device == device:
+            return layout
+        key = (stage, device)
+        if key not in self.moved:
+            self.moved[key] = layout.to(device)
+        return self.moved[key]
+
     def current_layout(self, layer: int) -> StageLayout:
         """Like :meth:`layout_at` but the identity layout before the first prune."""
         layout = self.layout_at(layer)
@@ -139,3 +158,82 @@ class PrefillPlan:
         """Flat row index of each sample's query token in a stage."""
         slot = (layout.orig_pos == self.query_pos[:, None]).to(torch.int8).argmax(dim=1)
         return torch.arange(layout.orig_pos.shape[0], device=slot.device) * layout.length + slot
+
+    # ------------------------------------------------------------------ statistics
+    def prune_stats(self, num_layers: int, ssr_mode: str, frozen_from: int | None) -> PruneStats:
+        """Token counts of the finished prefill (host syncs: a few per stage, once).
+
+        Args:
+            num_layers: decoder layers of the model.
+            ssr_mode: the SSR action that was applied.
+            frozen_from: first frozen layer (SSR ``freeze``), else ``None``.
+        """
+        b, t = self.spans.mask.shape
+        visual0 = self.spans.mask.sum(dim=1).tolist()
+        per_stage: dict[int, tuple[list[int], list[int]]] = {}
+        for start, layout in self.layouts.items():
+            real = layout.valid
+            per_stage[start] = (real.sum(1).tolist(), (real & layout.visual).sum(1).tolist())
+        stage_of = self.stage_table(num_layers)
+        layers = []
+        for idx in range(num_layers):
+            stage = stage_of[idx]
+            seq, vis = per_stage[stage] if stage else ([t] * b, visual0)
+            frozen = frozen_from is not None and idx >= frozen_from
+            query = [n - v for n, v in zip(seq, vis, strict=True)] if frozen else seq
+            layers.append(LayerStats(idx, tuple(seq), tuple(vis), tuple(query), frozen))
+        return PruneStats(
+            prompt_tokens=(t,) * b,
+            visual_tokens=tuple(visual0),
+            spans=self.spans.spans,
+            layers=tuple(layers),
+            ssr_mode=ssr_mode,
+            kept_positions={
+                start: tuple(
+                    tuple(pos[ok].tolist())
+                    for pos, ok in zip(layout.orig_pos.cpu(), layout.valid.cpu(), strict=True)
+                )
+                for start, layout in sorted(self.layouts.items())
+                if start > 0
+            },
+        )
+
+
+def select_per_span(
+    policy: IVRPolicy | SSRPolicy,
+    scores: Tensor | None,
+    features: Tensor | None,
+    sizes: Sequence[int],
+    keeps: Sequence[int],
+    *,
+    device: torch.device,
+) -> Tensor:
+    """Flat indices (into the stage's visual rows) chosen for every span.
+
+    Spans of equal (size, keep) form one batched ``select`` call. ``device`` is where the
+    indices are built when the policy reads neither scores nor features.
+    """
+    offsets = [0]
+    for n in sizes:
+        offsets.append(offsets[-1] + n)
+    if scores is not None:
+        device = scores.device
+    elif features is not None:
+        device = features.device
+    groups: dict[tuple[int, int], list[int]] = {}
+    for g, (n, k) in enumerate(zip(sizes, keeps, strict=True)):
+        groups.setdefault((n, k), []).append(g)
+    chosen: list[Tensor] = []
+    for (n, k), members in groups.items():
+        starts = torch.tensor([offsets[g] for g in members], device=device)
+        index = starts[:, None] + torch.arange(n, device=device)
+        if scores is None:
+            group_scores = torch.zeros(index.shape, device=index.device)
+        else:
+            group_scores = scores[index.to(scores.device)]
+        group_features = (
+            None if features is None else features[index.to(features.device)].to(index.device)
+        )
+        local = policy.select(group_scores, group_features, k)
+        chosen.append(index.gather(1, local.to(index.device)).reshape(-1))
+    return torch.cat(chosen)

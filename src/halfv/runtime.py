@@ -4,7 +4,8 @@ Nothing here swaps classes or edits weights. :class:`PruningRuntime` installs
 
 * a pre-hook and an always-called post-hook on the adapter's *entry module* (the module
   that receives ``input_ids``), which open and close a per-call state;
-* a kwargs pre-hook on every decoder layer, which scores, selects and gathers at the
+* a kwargs pre-hook on every decoder layer from the one before the IVR layer on (earlier
+  layers see the whole prompt and need nothing), which scores, selects and gathers at the
   pruning layers and hands every later layer the stage's rotary tables, position ids and
   masks (gathered at the survivors' *original* positions);
 * for ``ssr_mode="freeze"``, an instance-level ``forward`` on each frozen layer that falls
@@ -13,6 +14,11 @@ Nothing here swaps classes or edits weights. :class:`PruningRuntime` installs
 Prefills are pruned only when the KV cache is empty. The plan of a pruned prefill is kept
 per cache object, so decode steps (``generate`` or a manual loop) remap the masks that
 transformers builds for layer 0's full-length cache onto each pruned layer's cache.
+
+Decode is launch-bound, so its path is kept lean: each stage's mask is remapped once per
+step (not per layer) from a per-layer stage table built after the prefill, with no host
+synchronisation; layers whose kwargs need no change (unpruned layers, or SDPA without a
+mask and without dummy slots) return at once.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from halfv.devices import module_device
 from halfv.errors import UnsupportedModelError
 from halfv.freeze import frozen_visual_forward
 from halfv.interfaces import AttentionParts, BackboneAdapter, IVRPolicy, SSRPolicy
-from halfv.plan import LayerStats, PrefillPlan, PruneStats
+from halfv.plan import PrefillPlan, PruneStats, select_per_span
 from halfv.relevance import last_token_relevance
 from halfv.spans import find_visual_spans
 from halfv.surgery import (
@@ -55,6 +61,8 @@ class _Call:
     plan: PrefillPlan | None = None
     cache: Any = None
     decode_masks: dict[tuple[int, int], Tensor | None] = field(default_factory=dict)
+    #: decode only: the mask objects behind ``decode_masks``' ids, kept alive for the step
+    seen_masks: list[Any] = field(default_factory=list)
 
 
 def _hidden_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Tensor:
@@ -134,9 +142,11 @@ class PruningRuntime:
         self._handles.append(
             self.entry.register_forward_hook(self._on_exit, with_kwargs=True, always_call=True)
         )
+        first = self.config.ivr_layer - 1  # the IVR scoring layer: nothing happens before it
         for idx, layer in enumerate(self.layers):
-            hook = self._layer_hook(idx)
-            self._handles.append(layer.register_forward_pre_hook(hook, with_kwargs=True))
+            if idx >= first:
+                hook = self._layer_hook(idx)
+                self._handles.append(layer.register_forward_pre_hook(hook, with_kwargs=True))
             if self.ssr_mode == "freeze" and idx >= (self.config.ssr_layer or 0):
                 self._override_forward(idx, layer)
 
@@ -212,6 +222,7 @@ class PruningRuntime:
         call.plan.stage_kwargs.clear()
         call.plan.scores = None
         if self.config.ivr_layer in call.plan.layouts:  # the prune happened
+            call.plan.stage_of = call.plan.stage_table(len(self.layers))
             self.last_stats = self._stats(call.plan)
             self.decode_steps = 0
             if call.cache is not None:
@@ -223,9 +234,9 @@ class PruningRuntime:
             call = self._call
             if call is None or call.plan is None:
                 return None
-            if call.mode == "prefill":
-                return self._prefill_layer(idx, call, call.plan, args, kwargs)
-            return self._decode_layer(idx, call, call.plan, args, kwargs)
+            if call.mode == "decode":
+                return self._decode_layer(idx, call, call.plan, args, kwargs)
+            return self._prefill_layer(idx, call, call.plan, args, kwargs)
 
         return hook
 
@@ -267,23 +278,38 @@ class PruningRuntime:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
-        stage = max((s for s in plan.layouts if 0 < s <= idx), default=0)
+        """Hand a pruned layer its stage's decode mask; O(1) Python, no tensor work on a hit.
+
+        The mask of a stage is remapped on the first layer of the stage that sees a given
+        mask object in this step; every later layer of the stage reuses it.
+        """
+        stage = plan.stage_of[idx]
         if not stage:
             return None
         mask = kwargs.get("attention_mask")
         key = (stage, id(mask))
-        if key not in call.decode_masks:
-            hidden = _hidden_of(args, kwargs)
-            device = mask.device if isinstance(mask, Tensor) else hidden.device
-            call.decode_masks[key] = remap_decode_mask(
-                mask,
-                plan.layouts[stage].to(device),
-                plan.prompt_len,
-                hidden.shape[1],
-                int(call.cache.get_seq_length()),
-            )
-        kwargs["attention_mask"] = call.decode_masks[key]
+        masks = call.decode_masks
+        if key not in masks:
+            call.seen_masks.append(mask)  # its id stays unique while the step runs
+            masks[key] = self._decode_mask(stage, call, plan, mask, _hidden_of(args, kwargs))
+        remapped = masks[key]
+        if remapped is None and mask is None:
+            return None  # SDPA without padding or dummies: nothing to change
+        kwargs["attention_mask"] = remapped
         return args, kwargs
+
+    @staticmethod
+    def _decode_mask(
+        stage: int, call: _Call, plan: PrefillPlan, mask: Any, hidden: Tensor
+    ) -> Tensor | None:
+        device = mask.device if isinstance(mask, Tensor) else hidden.device
+        return remap_decode_mask(
+            mask,
+            plan.layout_on(stage, device),
+            plan.prompt_len,
+            hidden.shape[1],
+            int(call.cache.get_seq_length()),
+        )
 
     def _stage_kwargs(
         self, stage: int, plan: PrefillPlan, kwargs: dict[str, Any]
@@ -356,7 +382,7 @@ class PruningRuntime:
             features = self.final_norm(flat.to(norm_device))
         sizes = [g.length if stage == "ivr" else g.ivr_keep for g in plan.budgets]
         keeps = [g.ivr_keep if stage == "ivr" else g.ssr_keep for g in plan.budgets]
-        chosen = _select_per_span(policy, plan.scores, features, sizes, keeps, device=rows.device)
+        chosen = select_per_span(policy, plan.scores, features, sizes, keeps, device=rows.device)
         t = plan.prompt_len
         orig_rows = (rows // s) * t + layout.orig_pos.reshape(-1)[rows]
         visual = plan.spans.mask
@@ -382,74 +408,8 @@ class PruningRuntime:
 
     # ------------------------------------------------------------------ stats
     def _stats(self, plan: PrefillPlan) -> PruneStats:
-        b, t = plan.spans.mask.shape
-        visual0 = plan.spans.mask.sum(dim=1).tolist()
-        per_stage: dict[int, tuple[list[int], list[int]]] = {}
-        for start, layout in plan.layouts.items():
-            real = layout.valid
-            per_stage[start] = (real.sum(1).tolist(), (real & layout.visual).sum(1).tolist())
-        layers = []
-        for idx in range(len(self.layers)):
-            stage = max((s for s in plan.layouts if 0 < s <= idx), default=0)
-            seq, vis = per_stage[stage] if stage else ([t] * b, visual0)
-            frozen = self.ssr_mode == "freeze" and idx >= (self.config.ssr_layer or 0)
-            query = [n - v for n, v in zip(seq, vis, strict=True)] if frozen else seq
-            layers.append(LayerStats(idx, tuple(seq), tuple(vis), tuple(query), frozen))
-        return PruneStats(
-            prompt_tokens=(t,) * b,
-            visual_tokens=tuple(visual0),
-            spans=plan.spans.spans,
-            layers=tuple(layers),
-            ssr_mode=self.ssr_mode,
-            kept_positions={
-                start: tuple(
-                    tuple(pos[ok].tolist())
-                    for pos, ok in zip(layout.orig_pos.cpu(), layout.valid.cpu(), strict=True)
-                )
-                for start, layout in sorted(plan.layouts.items())
-                if start > 0
-            },
-        )
-
-
-def _select_per_span(
-    policy: IVRPolicy | SSRPolicy,
-    scores: Tensor | None,
-    features: Tensor | None,
-    sizes: Sequence[int],
-    keeps: Sequence[int],
-    *,
-    device: torch.device,
-) -> Tensor:
-    """Flat indices (into the stage's visual rows) chosen for every span.
-
-    Spans of equal (size, keep) form one batched ``select`` call. ``device`` is where the
-    indices are built when the policy reads neither scores nor features.
-    """
-    offsets = [0]
-    for n in sizes:
-        offsets.append(offsets[-1] + n)
-    if scores is not None:
-        device = scores.device
-    elif features is not None:
-        device = features.device
-    groups: dict[tuple[int, int], list[int]] = {}
-    for g, (n, k) in enumerate(zip(sizes, keeps, strict=True)):
-        groups.setdefault((n, k), []).append(g)
-    chosen: list[Tensor] = []
-    for (n, k), members in groups.items():
-        starts = torch.tensor([offsets[g] for g in members], device=device)
-        index = starts[:, None] + torch.arange(n, device=device)
-        if scores is None:
-            group_scores = torch.zeros(index.shape, device=index.device)
-        else:
-            group_scores = scores[index.to(scores.device)]
-        group_features = (
-            None if features is None else features[index.to(features.device)].to(index.device)
-        )
-        local = policy.select(group_scores, group_features, k)
-        chosen.append(index.gather(1, local.to(index.device)).reshape(-1))
-    return torch.cat(chosen)
+        frozen_from = self.config.ssr_layer if self.ssr_mode == "freeze" else None
+        return plan.prune_stats(len(self.layers), self.ssr_mode, frozen_from)
 
 
 def _check_cache(cache: Any) -> None:

@@ -15,6 +15,7 @@ and attends only to itself, so it can never produce NaNs or leak into real token
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from torch import Tensor
@@ -55,6 +56,16 @@ class StageLayout:
     def length(self) -> int:
         """Number of slots ``S``."""
         return int(self.orig_pos.shape[1])
+
+    @cached_property
+    def valid_cols(self) -> Tensor:
+        """``valid`` as ``[B, 1, 1, S]`` key columns (built once, reused every decode step)."""
+        return self.valid[:, None, None, :]
+
+    @cached_property
+    def dummy_cols(self) -> Tensor:
+        """``~valid`` as ``[B, 1, 1, S]`` key columns."""
+        return ~self.valid_cols
 
     def to(self, device: torch.device) -> StageLayout:
         """The same layout on ``device``."""
@@ -212,13 +223,13 @@ def remap_decode_mask(
         rows = torch.arange(query_len, device=device)[:, None] + (generated - query_len)
         cols = torch.arange(generated, device=device)[None, :]
         new_block = (cols <= rows).expand(layout.valid.shape[0], 1, query_len, generated)
-        prompt_block = layout.valid[:, None, None, :].expand(-1, 1, query_len, -1)
+        prompt_block = layout.valid_cols.expand(-1, 1, query_len, -1)
         return torch.cat([prompt_block, new_block], dim=-1)
     prompt_cols = gather_seq(mask[..., :prompt_len], layout.orig_pos, dim=3)
     if layout.has_dummies:
-        hidden = ~layout.valid[:, None, None, :]
         if prompt_cols.dtype == torch.bool:
-            prompt_cols = prompt_cols & ~hidden
+            prompt_cols = prompt_cols & layout.valid_cols
         else:
-            prompt_cols = prompt_cols.masked_fill(hidden, torch.finfo(prompt_cols.dtype).min)
+            min_value = torch.finfo(prompt_cols.dtype).min
+            prompt_cols = prompt_cols.masked_fill(layout.dummy_cols, min_value)
     return torch.cat([prompt_cols, mask[..., prompt_len:]], dim=-1)
