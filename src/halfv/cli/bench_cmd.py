@@ -6,6 +6,7 @@ Examples::
     halfv bench speed --models qwen2.5-vl-7b --tokens 1024 4096
     halfv bench speed --from-json benchmarks/results/speed.json --write-docs
     halfv bench cpu --markdown
+    halfv bench cpu --models zoo --markdown                 # the trained zoo VLMs
     halfv bench speed --help                                # the script's own options
 
 ``speed`` and ``cpu`` run ``benchmarks/bench_speed.py`` and ``benchmarks/bench_cpu.py``
@@ -34,7 +35,7 @@ __all__ = ["SCRIPTS", "add_parser", "find_script", "load_script", "run"]
 #: ``halfv bench NAME`` -> the script it runs, and its one-line help
 SCRIPTS: dict[str, tuple[str, str]] = {
     "speed": ("bench_speed.py", "GPU prefill/TTFT/decode/memory of real-size VLMs, pruned vs not"),
-    "cpu": ("bench_cpu.py", "CPU prefill ratio pruned/unpruned of small random VLMs"),
+    "cpu": ("bench_cpu.py", "CPU prefill ratio pruned/unpruned of small random or zoo VLMs"),
 }
 ENV_DIR = "HALFV_BENCHMARKS"
 
