@@ -353,6 +353,51 @@ def test_tiny_end_to_end_and_resume(tiny_bench: tuple[Any, list[VQAItem]], tmp_p
     assert again["entries"] == entries
 
 
+def test_reused_image_features_change_no_answer(
+    tiny_bench: tuple[BenchModel, list[VQAItem]],
+) -> None:
+    import halfv
+    from halfv.bench.reuse import reuse_image_features
+    from halfv.zoo.evaluate import answer_questions
+
+    bench, items = tiny_bench
+    model, proc = bench.model, bench.processor
+    cfg = bench.default_schedule()
+
+    def answers() -> list[list[str]]:
+        out = [answer_questions(model, proc, items, batch_size=2, max_new_tokens=2)]
+        with halfv.apply(model, cfg):
+            out.append(answer_questions(model, proc, items, batch_size=2, max_new_tokens=2))
+        return out
+
+    fresh = answers()
+    with reuse_image_features(model) as cache:
+        reused = answers()
+    assert reused == fresh
+    assert cache is not None
+    assert (cache.calls, cache.computed) == (6, 3)  # 3 batches, the tower ran once for each
+    assert "get_image_features" not in vars(model.model)  # the method is back
+    with reuse_image_features(model, enabled=False) as off:
+        assert off is None
+    with reuse_image_features(SimpleNamespace()) as unsupported:
+        assert unsupported is None
+
+    # in the benchmark (on by default on the CPU): every run's answers are unchanged
+    recorded: dict[bool, list[list[str]]] = {True: [], False: []}
+    for reuse in (False, True):
+
+        def answer(*args: Any, reuse: bool = reuse, **kw: Any) -> list[str]:
+            recorded[reuse].append(answer_questions(*args, **kw))
+            return recorded[reuse][-1]
+
+        settings = BenchSettings(("halfv", "random"), batch_size=2, reuse_vision=reuse)
+        run_accuracy_benchmark(
+            {"tiny": bench}, {"a": items}, settings, answer=answer, progress=False
+        )
+    assert recorded[True] == recorded[False]
+    assert len(recorded[True]) > 2
+
+
 def test_cli_check_and_report_only(
     tiny_bench: tuple[BenchModel, list[VQAItem]],
     tmp_path: Path,

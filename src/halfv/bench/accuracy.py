@@ -35,6 +35,7 @@ from halfv.bench import (
     match_flops,
     parse_budgets,
 )
+from halfv.bench.reuse import reuse_image_features
 from halfv.config import PruningConfig
 from halfv.model_specs import ModelDims
 
@@ -124,6 +125,9 @@ class BenchSettings:
         device: where the model runs (passed to the answer function).
         baseline_layer: prune layer of the baselines (default: the family's IVR layer).
         seed: seed of the ``random`` baseline.
+        reuse_vision: compute each batch's image features once per backbone and dataset
+            and reuse them in every run (:mod:`halfv.bench.reuse`; exact, answers do not
+            change); ``None``: only when ``device`` is the CPU.
     """
 
     methods: Sequence[str] = METHODS
@@ -134,6 +138,7 @@ class BenchSettings:
     device: str = "cpu"
     baseline_layer: int | None = None
     seed: int = 0
+    reuse_vision: bool | None = None
 
     def __post_init__(self) -> None:
         for kind, names, known in (("method", self.methods, METHODS), ("view", self.views, VIEWS)):
@@ -350,27 +355,34 @@ def run_accuracy_benchmark(
                 bar.update(task, total=total)
                 done: dict[str, Mapping[str, Any]] = {}
                 reference: Mapping[str, Any] = {}
-                for spec in specs:
-                    label = f"{family}/{dataset} {spec.method} {spec.view} {spec.budget}".strip()
-                    bar.update(task, description=label)
-                    result = done.get(spec.key) or store.lookup(
-                        family, dataset, spec.key, counts[3], settings.max_new_tokens
-                    )
-                    if result is None:
-                        result = _evaluate(spec, bench, items, settings, answer=answer, score=score)
-                    done[spec.key] = result
-                    reference = result if spec.config is None else reference
-                    entry = make_entry(
-                        family,
-                        dataset,
-                        spec,
-                        result,
-                        reference,
-                        counts=counts,
-                        max_new_tokens=settings.max_new_tokens,
-                    )
-                    store.add(entry)
-                    bar.advance(task, len(items))
+                reuse = settings.reuse_vision
+                reuse = str(settings.device).startswith("cpu") if reuse is None else reuse
+                with reuse_image_features(bench.model, enabled=reuse):
+                    for spec in specs:
+                        label = (
+                            f"{family}/{dataset} {spec.method} {spec.view} {spec.budget}".strip()
+                        )
+                        bar.update(task, description=label)
+                        result = done.get(spec.key) or store.lookup(
+                            family, dataset, spec.key, counts[3], settings.max_new_tokens
+                        )
+                        if result is None:
+                            result = _evaluate(
+                                spec, bench, items, settings, answer=answer, score=score
+                            )
+                        done[spec.key] = result
+                        reference = result if spec.config is None else reference
+                        entry = make_entry(
+                            family,
+                            dataset,
+                            spec,
+                            result,
+                            reference,
+                            counts=counts,
+                            max_new_tokens=settings.max_new_tokens,
+                        )
+                        store.add(entry)
+                        bar.advance(task, len(items))
             if callable(source):
                 del bench
                 _release_memory()
