@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 import halfv
+from halfv._compat import cache_from_output
 from halfv.interfaces import SSRPolicy
 from halfv.selection import uniform_indices
 
@@ -328,7 +329,7 @@ def cpu_family(
                     tick = time.perf_counter()
                     out = model(**inputs, logits_to_keep=1)
                     elapsed = (time.perf_counter() - tick) * 1e3
-                kv[method] = cache_bytes(out.past_key_values)
+                kv[method] = cache_bytes(cache_from_output(out))
                 if round_ >= args.warmup:
                     samples[method].append(elapsed)
     result: dict[str, Any] = {"family": family, "model": kind, "visual": prompt["visual"]}

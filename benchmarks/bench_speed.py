@@ -32,6 +32,7 @@ import torch
 from torch import Tensor
 
 import halfv
+from halfv._compat import cache_from_output
 from halfv.budget import kept_count
 from halfv.relevance import last_token_relevance
 from halfv.selection import farthest_point_sampling, halfv_select
@@ -147,7 +148,7 @@ def measure_method(run: Run, model: Any, prompt: dict[str, Any], row: dict[str, 
         if run.cuda:
             torch.cuda.reset_peak_memory_stats()
         out = prefill()  # also the first warm-up call
-        kv = bc.cache_bytes(out.past_key_values)
+        kv = bc.cache_bytes(cache_from_output(out))
         del out
         peak = torch.cuda.max_memory_allocated() if run.cuda else None
         times = run.time(prefill, max(0, args.warmup - 1))

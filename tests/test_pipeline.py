@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from transformers import LlamaConfig, LlamaForCausalLM
 
 import halfv
+from halfv._compat import cache_from_output, cache_kwarg
 from halfv.adapters import LlamaStyleAdapter
 from halfv.budget import kept_count
 from halfv.policies import UniformPolicy
@@ -170,11 +171,11 @@ def test_manual_decode_loop_matches_recompute(attention: str, mode: str) -> None
     ids = _ids(40, [(3, 20), (26, 9)], seed=3)[None]
     with pipeline.attach(model), torch.no_grad():
         out = model(input_ids=ids, use_cache=True)
-        cache, seq = out.past_key_values, ids
+        cache, seq = cache_from_output(out), ids
         for _ in range(3):
             token = out.logits[:, -1:].argmax(-1)
             seq = torch.cat([seq, token], dim=1)
-            out = model(input_ids=token, past_key_values=cache, use_cache=True)
+            out = model(input_ids=token, use_cache=True, **{cache_kwarg(): cache})
             ref = model(input_ids=seq, use_cache=False).logits[:, -1]
             torch.testing.assert_close(out.logits[:, -1], ref, atol=1e-5, rtol=1e-5)
 

@@ -79,7 +79,7 @@ def frozen_visual_forward(
     position_embeddings: tuple[Tensor, Tensor],
     stage_mask: Tensor | None,
     layout: StageLayout,
-    past_key_values: object | None,
+    cache: object | None,
     layer_idx: int,
 ) -> Tensor:
     """Run one decoder layer with frozen visual rows.
@@ -90,7 +90,7 @@ def frozen_visual_forward(
         position_embeddings: stage ``(cos, sin)``, ``[B or 1, S, head_dim]``.
         stage_mask: the stage's 4-D mask or ``None`` (causal over slots).
         layout: the stage's layout (visual slots, valid slots).
-        past_key_values: the transformers cache (or ``None``); receives every row's K/V.
+        cache: the transformers cache (or ``None``); receives every row's K/V.
         layer_idx: this layer's index in the cache.
 
     Returns:
@@ -115,8 +115,8 @@ def frozen_visual_forward(
     q = _rope(q.transpose(1, 2), gather_rows(cos, rows), gather_rows(sin, rows))
     k = _rope(k.transpose(1, 2), cos, sin)
     v = v.transpose(1, 2)
-    if past_key_values is not None:
-        k, v = past_key_values.update(k, v, layer_idx)  # type: ignore[attr-defined]
+    if cache is not None:
+        k, v = cache.update(k, v, layer_idx)  # type: ignore[attr-defined]
 
     allowed = _query_mask(
         None if stage_mask is None else stage_mask.to(device),

@@ -32,6 +32,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
+from halfv._compat import cache_from_kwargs
 from halfv.config import PruningConfig
 from halfv.devices import module_device
 from halfv.errors import UnsupportedModelError
@@ -180,7 +181,7 @@ class PruningRuntime:
                 position_embeddings=kwargs["position_embeddings"],
                 stage_mask=kwargs.get("attention_mask"),
                 layout=layout,
-                past_key_values=kwargs.get("past_key_values"),
+                cache=cache_from_kwargs(kwargs),
                 layer_idx=self.cache_index[idx],
             )
 
@@ -194,7 +195,7 @@ class PruningRuntime:
         input_ids = kwargs.get("input_ids", args[0] if args else None)
         if not self.enabled or not isinstance(input_ids, Tensor) or input_ids.dim() != 2:
             return
-        cache = kwargs.get("past_key_values")
+        cache = cache_from_kwargs(kwargs)
         cached = cache.get_seq_length() if cache is not None else 0
         if cached > 0:
             plan = self._plans.get(cache)
@@ -250,7 +251,7 @@ class PruningRuntime:
     ) -> tuple[tuple[Any, ...], dict[str, Any]]:
         cfg = self.config
         if call.cache is None:
-            call.cache = kwargs.get("past_key_values")
+            call.cache = cache_from_kwargs(kwargs)
             _check_cache(call.cache)
         hidden = _hidden_of(args, kwargs)
         if idx == cfg.ivr_layer:
@@ -421,6 +422,6 @@ def _check_cache(cache: Any) -> None:
         msg = (
             f"halfv needs a DynamicCache (per-layer caches of different lengths), got "
             f"{type(cache).__name__}; call generate(..., cache_implementation='dynamic') "
-            "or leave past_key_values unset"
+            "or leave the cache argument unset"
         )
         raise UnsupportedModelError(msg)

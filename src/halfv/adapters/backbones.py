@@ -13,7 +13,7 @@ from halfv.config import PruningConfig
 
 __all__ = ["InternVLAdapter", "LlavaAdapter", "LlavaNextAdapter", "Qwen25VLAdapter"]
 
-_TESTED = "tested on transformers 5.17 and 5.23"
+_TESTED = "tested on transformers 5.17, 5.23 and 5.24"
 
 
 class LlavaAdapter(LlamaStyleAdapter):

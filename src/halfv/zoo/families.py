@@ -14,7 +14,7 @@ family         vision tower                              pixels  image tokens
 =============  =======================================  ======  ==========================
 
 InternVL takes SmolLM2 as a ``llama`` text model (``InternVLConfig`` builds its text config
-through ``AutoConfig``, checked on transformers 5.17 and 5.23). Qwen2.5-VL's text model is
+through ``AutoConfig``, checked on transformers 5.17, 5.23 and 5.24). Qwen2.5-VL's text model is
 its own class: SmolLM2's weights are copied in with zero q/k/v biases and
 ``mrope_section=[8, 12, 12]`` (sums to head_dim / 2), so on text-only input it reproduces
 SmolLM2's logits. New token embeddings are set to the mean of SmolLM2's embeddings.
