@@ -147,7 +147,11 @@ def _card(cfg: TrainConfig, res: TrainResult, command: str, weights: Path) -> st
         "|---|---|---|---|",
         *rows,
         "",
-        f"Load it with `halfv.zoo.load_trained({cfg.family!r})`.",
+        (
+            f"Load it with `halfv.zoo.load_trained({cfg.family!r})`; prune it with its "
+            f"calibrated schedule, `halfv.zoo.calibrated_schedule({cfg.family!r})` "
+            "(`schedule.json`, from `scripts/gpu_accuracy.sh`)."
+        ),
         "",
     ]
     return "\n".join(lines)

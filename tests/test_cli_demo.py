@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import sys
 import types
 from pathlib import Path
@@ -83,7 +82,9 @@ def test_demo_cli_falls_back_to_the_tiny_model_and_prints_everything(
     for needle in (
         "model: tiny random LLaVA",
         "no trained llava checkpoint in the cache",
-        "image: scikit-image sample photo",
+        "image: a red circle drawn like easy-VQA's images",
+        "question: What color is the shape?",
+        "(the llava adapter's default)",
         "Kept visual tokens per decoder layer",
         "576",
         "prefill FLOPs",
@@ -127,31 +128,13 @@ def test_demo_bad_input_is_one_line_and_writes_nothing(
     assert not out.exists()
 
 
-def test_sample_image_falls_back_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sample_image_is_an_easy_vqa_style_red_shape() -> None:
     image, note = sample_image()
-    assert "scikit-image" in note
-    assert image.size == (451, 300)
-    real_import = importlib.import_module
-
-    def no_skimage(name: str, package: str | None = None) -> types.ModuleType:
-        if name.startswith("skimage"):
-            msg = f"No module named {name!r}"
-            raise ImportError(msg)
-        return real_import(name, package)
-
-    monkeypatch.setattr(importlib, "import_module", no_skimage)
-    image, note = sample_image()
-    assert "grace_hopper" in note
+    assert image.size == (64, 64)
     assert image.mode == "RGB"
-
-    def no_sample(name: str, asfileobj: bool = True) -> object:
-        msg = f"sample data {name!r} is not installed"
-        raise OSError(msg)
-
-    monkeypatch.setattr("matplotlib.cbook.get_sample_data", no_sample)
-    image, note = sample_image()
-    assert "generated" in note
-    assert image.size == (336, 336)
+    assert image.getpixel((0, 0)) == (255, 255, 255)
+    assert image.getpixel((32, 30)) == (220, 30, 30)
+    assert "red circle" in note
 
 
 def test_prefill_seconds_is_a_median_of_three() -> None:
@@ -179,6 +162,10 @@ def test_demo_uses_the_trained_model_when_the_zoo_has_one(
     tiny = build_tiny("llava", layers=3)
     trained = sources.ModelSource("llava", tiny.model, tiny.builder, "trained", "zoo stand-in")
     monkeypatch.setattr("halfv.demo.load_trained_source", lambda family: trained)
+    calibrated = PruningConfig(ivr_layer=1, ivr_keep=0.5, ssr_layer=2, ssr_mode="prune")
+    monkeypatch.setattr("halfv.zoo.calibrated_schedule", lambda family: calibrated)
     result = run_demo(out_dir=tmp_path / "o", max_new_tokens=1)
     assert (result.kind, result.model, result.fallback_reason) == ("trained", "zoo stand-in", None)
+    assert result.config == calibrated  # the checkpoint's schedule, not the adapter's default
+    assert "calibrated" in result.schedule_source
     assert ProfileReport.from_json(result.profile_json).kl is None  # no KL on the trained model

@@ -32,7 +32,13 @@ from halfv.zoo import (
     save_trained,
 )
 from halfv.zoo import smollm2 as smol
-from halfv.zoo.checkpoint import MAX_FILE_BYTES, WEIGHTS_NAME, checkpoint_path
+from halfv.zoo.checkpoint import (
+    MAX_FILE_BYTES,
+    SCHEDULE_NAME,
+    WEIGHTS_NAME,
+    calibrated_schedule,
+    checkpoint_path,
+)
 from halfv.zoo.lora import LoRALinear, add_lora
 from halfv.zoo.processing import IGNORE_INDEX
 
@@ -152,6 +158,21 @@ def test_shipped_checkpoint_files(family: str) -> None:
         config["weights_sha256"] == hashlib.sha256((folder / WEIGHTS_NAME).read_bytes()).hexdigest()
     )
     assert "accuracy" in (folder / "card.md").read_text().lower()
+    schedule = calibrated_schedule(family)
+    assert schedule is not None, f"{family} ships no {SCHEDULE_NAME}"
+    schedule.check_depth(30)  # SmolLM2's depth
+    assert schedule.ssr_layer is not None
+
+
+def test_calibrated_schedule_absent_or_invalid(tmp_path: Path) -> None:
+    assert calibrated_schedule("llava", tmp_path) is None
+    (tmp_path / SCHEDULE_NAME).write_text('{"ivr_layer": 3, "ivr_kep": 0.5}')
+    with pytest.raises(ValueError, match="ivr_kep"):
+        calibrated_schedule("llava", tmp_path)
+    (tmp_path / SCHEDULE_NAME).write_text('{"ivr_layer": 3, "ssr_layer": 14, "ssr_mode": "prune"}')
+    schedule = calibrated_schedule("llava", tmp_path)
+    assert schedule is not None
+    assert (schedule.ivr_layer, schedule.ssr_layer, schedule.ssr_mode) == (3, 14, "prune")
 
 
 # --------------------------------------------------------------------------- with SmolLM2
@@ -343,3 +364,15 @@ def test_shipped_checkpoint_beats_chance(smollm2: tuple[Any, Any], family: str) 
     preds = answer_questions(model, proc, items, batch_size=8, max_new_tokens=3)
     # the cards report 0.70-0.80 on 500 items; always answering "no" or "yes" scores ~0.3
     assert accuracy(preds, items) > 0.5
+
+
+@pytest.mark.slow  # the whole demo on the shipped LLaVA: 2 answers, 8 prefills, a profile
+@needs_smollm2
+def test_demo_default_keeps_the_trained_llava_answer(tmp_path: Path) -> None:
+    from halfv.demo import run_demo
+
+    result = run_demo(out_dir=tmp_path, max_new_tokens=3)
+    assert result.kind == "trained"
+    assert result.config == calibrated_schedule("llava")
+    assert result.answer_full.strip() == "red"
+    assert result.answer_pruned == result.answer_full

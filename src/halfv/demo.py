@@ -2,7 +2,11 @@
 
 :func:`run_demo` loads the trained zoo LLaVA (``halfv.zoo.load_trained("llava")``, real
 SmolLM2-135M language model) when it can, else builds a tiny random LLaVA from a config,
-and says which and why. On one image and one question it measures:
+and says which and why. The built-in input is in the zoo models' domain: a coloured shape
+drawn like easy-VQA's images and an easy-VQA question (a photo, ``--image``, is outside
+what a model trained on shapes can answer). The trained model is pruned with the schedule
+calibrated for its checkpoint (:func:`halfv.zoo.calibrated_schedule`), the tiny one with its
+adapter's default, unless a schedule is given. On that image and question it measures:
 
 * kept visual tokens per decoder layer (``handle.stats``);
 * the prefill FLOPs ratio of that call, from the token counts each layer really processed
@@ -17,7 +21,6 @@ and says which and why. On one image and one question it measures:
 
 from __future__ import annotations
 
-import importlib
 import statistics
 import time
 from collections.abc import Mapping
@@ -25,9 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 from torch import Tensor, nn
 
 from halfv.config import PruningConfig
@@ -49,7 +51,7 @@ from halfv.profile.sources import (
 
 __all__ = ["DEFAULT_QUESTION", "DemoResult", "prefill_seconds", "run_demo", "sample_image"]
 
-DEFAULT_QUESTION = "What animal is in the picture?"
+DEFAULT_QUESTION = "What color is the shape?"
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,8 @@ class DemoResult:
         image: where the image came from.
         question: the question asked.
         config: the schedule applied.
+        schedule_source: where it came from (``--config``, the checkpoint's calibrated
+            schedule, or the adapter's default).
         stats: token counts of the pruned prefill.
         flops: FLOPs of that prefill, pruned vs unpruned counts.
         prefill_full: median unpruned prefill seconds.
@@ -82,6 +86,7 @@ class DemoResult:
     image: str
     question: str
     config: PruningConfig
+    schedule_source: str
     stats: PruneStats
     flops: FlopsReport
     prefill_full: float
@@ -105,26 +110,25 @@ class DemoResult:
 
 
 def sample_image() -> tuple[Image.Image, str]:
-    """A real photo: scikit-image's cat, else matplotlib's Grace Hopper, else a drawing."""
-    try:
-        skimage_data: Any = importlib.import_module("skimage.data")  # untyped, optional
-        return Image.fromarray(
-            skimage_data.chelsea()
-        ), "scikit-image sample photo 'chelsea' (a cat)"
-    except (ImportError, OSError):
-        pass
-    try:
-        from matplotlib import cbook
+    """A red circle on white, 64 x 64, drawn like easy-VQA's images (the zoo's training data)."""
+    image = Image.new("RGB", (64, 64), (255, 255, 255))
+    ImageDraw.Draw(image).ellipse((14, 12, 50, 48), fill=(220, 30, 30))
+    return image, "a red circle drawn like easy-VQA's images (64 x 64, upscaled by the processor)"
 
-        with Image.open(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)) as photo:
-            return photo.convert("RGB"), "matplotlib sample photo 'grace_hopper.jpg'"
-    except (ImportError, OSError, ValueError):
-        pass
-    yy, xx = np.mgrid[0:336, 0:336]
-    pixels = np.stack([xx * 255 // 335, yy * 255 // 335, np.full_like(xx, 96)], axis=-1)
-    disk = (xx - 168) ** 2 + (yy - 168) ** 2 < 80**2
-    pixels[disk] = (220, 40, 40)
-    return Image.fromarray(pixels.astype(np.uint8)), "generated image (a red disk on a gradient)"
+
+def _schedule(
+    source: ModelSource, config: PruningConfig | None
+) -> tuple[PruningConfig | None, str]:
+    """The schedule to apply and where it came from (``None``: the adapter's default)."""
+    if config is not None:
+        return config, "given by the caller"
+    if source.kind == "trained":
+        from halfv.zoo import calibrated_schedule
+
+        calibrated = calibrated_schedule(source.family)
+        if calibrated is not None:
+            return calibrated, "calibrated for this checkpoint: halfv.zoo.calibrated_schedule"
+    return None, f"the {source.family} adapter's default"
 
 
 def prefill_seconds(model: nn.Module, inputs: Mapping[str, Any], repeats: int = 3) -> float:
@@ -173,10 +177,11 @@ def run_demo(
         out_dir: folder for ``profile.json`` and ``lifecycle.png``.
         tiny: use the tiny random LLaVA even when the trained one is available.
         kl: run the KL probe in the profile; ``None`` = only on the tiny model.
-        image: an image file instead of the built-in photo.
+        image: an image file instead of the built-in drawing.
         question: the question (plain text; may hold one ``<image>`` placeholder).
         max_new_tokens: length of each answer, ``>= 1``.
-        config: the schedule; default: the adapter's default for the model.
+        config: the schedule; default: the checkpoint's calibrated schedule for the trained
+            model, the adapter's default for the tiny one.
         progress: show a progress bar while profiling.
 
     Raises:
@@ -195,6 +200,7 @@ def run_demo(
     source, reason = _load_source(tiny)
     model = source.model
     inputs = source.builder(picture, prompt)
+    config, schedule_source = _schedule(source, config)
 
     answer_full = _answer(source, inputs, max_new_tokens)
     time_full = prefill_seconds(model, inputs)
@@ -233,6 +239,7 @@ def run_demo(
         image=image_note,
         question=prompt.source,
         config=schedule,
+        schedule_source=schedule_source,
         stats=stats,
         flops=flops,
         prefill_full=time_full,

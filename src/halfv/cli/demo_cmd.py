@@ -1,4 +1,4 @@
-"""``halfv demo``: one question about one photo, with and without HalfV, offline.
+"""``halfv demo``: one question about one image, with and without HalfV, offline.
 
 Examples::
 
@@ -46,7 +46,9 @@ def add_parser(subparsers: _SubParsersAction[argparse.ArgumentParser]) -> None:
         default=None,
         help="run the KL probe in the profile (default: only on the tiny model)",
     )
-    parser.add_argument("--image", metavar="PATH", help="an image file instead of the sample photo")
+    parser.add_argument(
+        "--image", metavar="PATH", help="an image file instead of the built-in drawing"
+    )
     parser.add_argument("--question", metavar="TEXT", help="the question to ask")
     parser.add_argument("--max-new-tokens", type=int, default=12, help="answer length (12)")
     parser.add_argument("--config", metavar="PATH", help="a PruningConfig file (.json/.toml)")
@@ -81,7 +83,10 @@ def print_result(result: DemoResult, console: Console) -> None:
         console.print(f"  (trained checkpoint not used: {escape(result.fallback_reason)})")
     console.print(f"[bold]image:[/bold] {escape(result.image)}")
     console.print(f"[bold]question:[/bold] {escape(result.question)}")
-    console.print(f"[bold]schedule:[/bold] {describe_schedule(result.config)}")
+    console.print(
+        f"[bold]schedule:[/bold] {describe_schedule(result.config)} "
+        f"[dim]({escape(result.schedule_source)})[/dim]"
+    )
     stats = result.stats
     table = Table(title="Kept visual tokens per decoder layer (pruned prefill)")
     for column in ("layers", "visual tokens", "rows computed", "keys/values", "visual frozen"):

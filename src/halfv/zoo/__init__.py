@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from halfv.zoo.checkpoint import (
     CHECKPOINT_DIR,
+    calibrated_schedule,
     checkpoint_path,
     load_trained,
     save_trained,
@@ -52,6 +53,7 @@ __all__ = [
     "build_internvl",
     "build_llava",
     "build_qwen2_5_vl",
+    "calibrated_schedule",
     "checkpoint_path",
     "ensure_smollm2_cache",
     "find_gguf",

@@ -2,8 +2,10 @@
 
 A checkpoint folder holds ``weights.safetensors`` (float16, no pickle), ``config.json``
 (family, vision size, LoRA settings, versions) and, written by the training script,
-``card.md`` and ``metrics.json``. The language model is never stored: it is rebuilt from
-SmolLM2 (:func:`halfv.zoo.load_smollm2`). The shipped checkpoints live in
+``card.md`` and ``metrics.json``, and, written by ``halfv calibrate`` from the checkpoint's
+measured lifecycle (``scripts/gpu_accuracy.sh``), ``schedule.json``: the pruning schedule
+calibrated for it (:func:`calibrated_schedule`). The language model is never stored: it is
+rebuilt from SmolLM2 (:func:`halfv.zoo.load_smollm2`). The shipped checkpoints live in
 ``halfv/zoo/checkpoints/<family>/``.
 """
 
@@ -25,10 +27,14 @@ from halfv.zoo.smollm2 import load_smollm2
 if TYPE_CHECKING:
     from transformers import LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
+    from halfv.config import PruningConfig
+
 __all__ = [
     "CHECKPOINT_DIR",
     "MAX_FILE_BYTES",
+    "SCHEDULE_NAME",
     "WEIGHTS_NAME",
+    "calibrated_schedule",
     "checkpoint_path",
     "load_trained",
     "save_trained",
@@ -40,6 +46,7 @@ log = logging.getLogger(__name__)
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
 """Where the shipped checkpoints live: ``CHECKPOINT_DIR / <family>``."""
 WEIGHTS_NAME = "weights.safetensors"
+SCHEDULE_NAME = "schedule.json"
 MAX_FILE_BYTES = 15_000_000
 """Size limit of one checkpoint file (they are committed to git)."""
 _FORMAT = 1
@@ -51,6 +58,28 @@ def checkpoint_path(family: str) -> Path:
         msg = f"unknown zoo family {family!r}; choose one of {', '.join(FAMILIES)}"
         raise ValueError(msg)
     return CHECKPOINT_DIR / family
+
+
+def calibrated_schedule(family: str, checkpoint: str | Path | None = None) -> PruningConfig | None:
+    """The pruning schedule calibrated for a checkpoint, or ``None`` if it has none.
+
+    ``halfv calibrate`` writes it from the checkpoint's profiled TME lifecycle and KL probe
+    (the backbone's saturation detector), so it can differ from the adapter's default: the
+    shipped ``llava`` keeps the paper's LLaVA layers but its probe says *prune* at SSR,
+    where the LLaVA default freezes.
+
+    Args:
+        family: one of :data:`halfv.zoo.FAMILIES`.
+        checkpoint: checkpoint folder (default: the shipped one, :func:`checkpoint_path`).
+
+    Raises:
+        ValueError: the file exists but is not a valid schedule (the message says why).
+    """
+    from halfv.config import load_config
+
+    folder = Path(checkpoint) if checkpoint is not None else checkpoint_path(family)
+    path = folder / SCHEDULE_NAME
+    return load_config(path) if path.is_file() else None
 
 
 def trained_state_dict(model: PreTrainedModel, family: str) -> dict[str, torch.Tensor]:
