@@ -441,3 +441,18 @@ def test_cli_check_and_report_only(
     assert "**llava**" in docs.read_text()
     assert json.loads((out / "results.json").read_text()) == results
     assert main([*args, "--families", "llava", "--check", "--methods", "halfv"]) == 2
+
+
+def test_calibrated_schedules_default_to_the_shipped_ones(tmp_path: Path) -> None:
+    from halfv.cli.bench_accuracy_cmd import with_shipped_schedules
+    from halfv.zoo import calibrated_schedule
+
+    given = {"llava": QWEN_LIKE}
+    (tmp_path / "schedule.json").write_text(LLAVA_LIKE.model_dump_json())
+    out = with_shipped_schedules(given, ["llava", "internvl"], {"internvl": str(tmp_path)})
+    assert out["llava"] is QWEN_LIKE  # --calibrated wins over the shipped file
+    assert out["internvl"] == LLAVA_LIKE  # read from the --checkpoint folder
+    assert given == {"llava": QWEN_LIKE}  # the argument is not modified
+    shipped = with_shipped_schedules({}, ["qwen2_5_vl"], {})
+    assert shipped.get("qwen2_5_vl") == calibrated_schedule("qwen2_5_vl")
+    assert with_shipped_schedules({}, ["llava"], {"llava": str(tmp_path / "empty")}) == {}

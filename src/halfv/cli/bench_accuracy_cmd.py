@@ -76,7 +76,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="FAMILY=PATH",
-        help="calibrated schedule from `halfv calibrate` for method halfv-calibrated (repeat)",
+        help=(
+            "calibrated schedule from `halfv calibrate` for method halfv-calibrated (repeat; "
+            "default: the checkpoint's schedule.json)"
+        ),
     )
     add(
         "--checkpoint",
@@ -177,6 +180,21 @@ def _command(args: argparse.Namespace) -> str:
     flags = ("resume", "check")
     parts += [f"--{flag}" for flag in flags if getattr(args, flag)]
     return shlex.join(parts)
+
+
+def with_shipped_schedules(
+    calibrated: dict[str, PruningConfig], families: list[str], checkpoints: dict[str, str]
+) -> dict[str, PruningConfig]:
+    """``calibrated`` plus, for each family without one, its checkpoint's ``schedule.json``."""
+    from halfv.zoo import calibrated_schedule
+
+    out = dict(calibrated)
+    for family in families:
+        if family not in out:
+            shipped = calibrated_schedule(family, checkpoints.get(family))
+            if shipped is not None:
+                out[family] = shipped
+    return out
 
 
 def _load_models(
@@ -285,6 +303,8 @@ def run(args: argparse.Namespace) -> int:
         for family, path in _per_family(args.calibrated, "--calibrated", families).items()
     }
     checkpoints = _per_family(args.checkpoint, "--checkpoint", families)
+    if "halfv-calibrated" in methods:
+        calibrated = with_shipped_schedules(calibrated, families, checkpoints)
     datasets = _load_datasets(_names(args.datasets, "--datasets"), args.limit)
     models = _load_models(families, device, args.dtype, calibrated, checkpoints)
     meta = {
