@@ -17,7 +17,7 @@ from rich.console import Console
 import halfv
 from halfv import cli
 from halfv.budget import kept_count
-from halfv.config import PruningConfig
+from halfv.config import PruningConfig, load_config
 from halfv.estimators.tme import TMEEstimator
 from halfv.plugins import get_adapter_for
 from halfv.profile import (
@@ -37,7 +37,7 @@ from halfv.profile import (
     suggested_config,
 )
 from halfv.profile.sources import ToyProcessor, ZooInputBuilder
-from halfv.saturation import layer_redundancy_kl
+from halfv.saturation import freeze_onset, layer_redundancy_kl
 from tiny import BUILDERS, Tiny
 
 USER_ERROR = 2
@@ -510,12 +510,56 @@ def test_cli_calibrate_bad_base_config_is_one_line(
             ["--profile", "{tmp}/profile.json", "--out", "{tmp}/c.json", "--kl-threshold", "-1"],
             "threshold=-1.0",
         ),
+        (
+            ["--profile", "{tmp}/profile.json", "--out", "{tmp}/c.json", "--freeze-below", "-1"],
+            "--freeze-below -1.0: use a positive KL value",
+        ),
+        (
+            ["--profile", "{tmp}/no-kl.json", "--out", "{tmp}/c.json", "--freeze-below", "0.01"],
+            "no KL curve: rerun halfv profile with --kl",
+        ),
     ],
 )
 def test_cli_calibrate_other_errors(
     llava: Tiny, tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], needle: str
 ) -> None:
     _report(llava).to_json(tmp_path / "profile.json")
+    _report(llava, kl=False).to_json(tmp_path / "no-kl.json")
     code = cli.main(["calibrate", *(a.replace("{tmp}", str(tmp_path)) for a in args)])
     _one_error_line(capsys, code, needle)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["profile.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["no-kl.json", "profile.json"]
+
+
+def test_freeze_onset_is_where_the_kl_curve_stays_low() -> None:
+    assert freeze_onset([9.0, 0.5, 0.2, 0.005, 0.002, 0.0], 0.01) == 3
+    assert freeze_onset([9.0, 0.5, 0.002, 0.2, 0.002, 0.0], 0.01) == 4  # must *stay* low
+    assert freeze_onset([9.0, 0.5, 0.2, 0.05, 0.02, 0.0], 0.01) is None
+    assert freeze_onset([9.0, 1e-4, 1e-4, 1e-4, 1e-4, 0.0], 0.01) == 1
+    assert freeze_onset([9.0, 1e-4, 1e-4, 1e-4, 1e-4, 0.0], 0.01, first=3) == 3
+    with pytest.raises(ValueError, match="threshold=0"):
+        freeze_onset([1.0, 0.0], 0)
+
+
+PROFILES = Path(__file__).resolve().parents[1] / "docs" / "assets" / "profiles"
+
+
+def test_cli_calibrate_freeze_below_on_the_trained_profiles(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # the zoo LLaVA's KL falls below 0.01 from layer 24 on (docs/benchmarks.md, SSR ablation)
+    llava = tmp_path / "llava.json"
+    args = ["calibrate", "--profile", str(PROFILES / "trained-llava.json"), "--out", str(llava)]
+    assert cli.main([*args, "--freeze-below", "0.01"]) == 0
+    assert "stays below it from layer 24" in capsys.readouterr().out
+    config = load_config(llava)
+    assert (config.ivr_layer, config.ssr_layer, config.ssr_mode) == (3, 24, "freeze")
+    ablation = PROFILES.parent / "accuracy" / "llava-ssr" / "freeze24.json"
+    assert config == load_config(ablation)
+    # the zoo Qwen2.5-VL's never does: the flag leaves its schedule alone
+    qwen = PROFILES / "trained-qwen2_5_vl.json"
+    outs = [tmp_path / "q1.json", tmp_path / "q2.json"]
+    assert cli.main(["calibrate", "--profile", str(qwen), "--out", str(outs[0])]) == 0
+    flag = ["--freeze-below", "0.01"]
+    assert cli.main(["calibrate", "--profile", str(qwen), "--out", str(outs[1]), *flag]) == 0
+    assert "no layer qualifies" in capsys.readouterr().out
+    assert load_config(outs[0]) == load_config(outs[1])

@@ -25,7 +25,7 @@ from torch.nn import functional as F
 
 from halfv.interfaces import BackboneAdapter, SaturationDetector, SaturationReport
 
-__all__ = ["KLSaturationDetector", "layer_redundancy_kl"]
+__all__ = ["KLSaturationDetector", "freeze_onset", "layer_redundancy_kl"]
 
 
 def _last_logits(model: nn.Module, inputs: Mapping[str, Any]) -> Tensor:
@@ -74,6 +74,32 @@ def _skip_visual(visual: Tensor) -> Any:
         return (patched, *output[1:]) if isinstance(output, tuple) else patched
 
     return hook
+
+
+def freeze_onset(kl_per_layer: Sequence[float], threshold: float, first: int = 1) -> int | None:
+    """The first layer from which the visual tokens stay inactive, or ``None``.
+
+    That is the earliest ``l >= first`` such that skipping the visual update of every layer
+    ``l .. L-2`` changes the output by a KL below ``threshold`` (layer ``L-1`` is left out,
+    as in the decision rule). Freezing from there skips only updates the probe found idle;
+    the median rule of :class:`KLSaturationDetector` picks the SSR *type* but not this layer.
+
+    Raises:
+        ValueError: ``threshold`` is not a positive finite number, or the curve is too short.
+    """
+    if not (threshold > 0 and math.isfinite(threshold)):
+        msg = f"freeze-onset threshold={threshold!r} must be a positive finite number"
+        raise ValueError(msg)
+    n = len(kl_per_layer)
+    if n < 2:
+        msg = f"the KL curve needs at least 2 layers, got {n}"
+        raise ValueError(msg)
+    onset = None
+    for layer in range(n - 2, max(first, 0) - 1, -1):
+        if not kl_per_layer[layer] < threshold:
+            break
+        onset = layer
+    return onset
 
 
 class KLSaturationDetector(SaturationDetector):

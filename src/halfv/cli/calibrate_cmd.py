@@ -4,11 +4,13 @@ Examples::
 
     halfv calibrate --profile halfv-profile/profile.json --out halfv-config.json
     halfv calibrate --profile p.json --out c.json --base-config mine.toml --drop 0.2
+    halfv calibrate --profile p.json --out c.json --freeze-below 0.01
 
 The config is the base schedule (--base-config, else the profiled model's default) with
 ``ivr_layer``, ``ssr_layer`` and ``ssr_mode`` taken from the profile's lifecycle; keep
 ratios, policies and estimator settings come from the base. --drop/--tie/--kl-threshold
-re-run the stage detection on the stored curves. Use the file with
+re-run the stage detection on the stored curves. --freeze-below KL (opt-in) freezes the
+visual tokens from the layer where the KL probe's curve falls and stays below KL. Use the file with
 ``halfv.apply(model, "halfv-config.json")``.
 """
 
@@ -45,6 +47,15 @@ def add_parser(subparsers: _SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument("--min-depth", type=float, help="re-detect with this smallest descent")
     parser.add_argument(
         "--kl-threshold", type=float, help="re-decide the SSR mode with this KL threshold"
+    )
+    parser.add_argument(
+        "--freeze-below",
+        type=float,
+        metavar="KL",
+        help=(
+            "opt-in: freeze the visual tokens from the layer where the profile's KL curve "
+            "falls and stays below KL (e.g. 0.01), if there is one"
+        ),
     )
     parser.set_defaults(func=run)
 
@@ -101,6 +112,10 @@ def run(args: argparse.Namespace) -> int:
     if not out.parent.is_dir():
         msg = f"--out {str(out)!r}: folder {str(out.parent)!r} does not exist; create it first"
         raise FileNotFoundError(msg)
+    freeze_below = args.freeze_below
+    if freeze_below is not None and not (0 < freeze_below < float("inf")):
+        msg = f"--freeze-below {freeze_below}: use a positive KL value, e.g. 0.01"
+        raise ValueError(msg)
     report = ProfileReport.from_json(args.profile)
     base = load_base_config(args.base_config) if args.base_config else None
     redetect = (args.drop, args.tie, args.min_depth, args.kl_threshold)
@@ -119,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
             detector=detector,
         )
         report = report.model_copy(update={"lifecycle": lifecycle})
-    config = suggested_config(report, base)
+    config = suggested_config(report, base, freeze_below=freeze_below)
     save_config(config, out)
     console = Console(highlight=False)
     life = report.lifecycle
@@ -134,6 +149,14 @@ def run(args: argparse.Namespace) -> int:
             "[bold]warning:[/bold] no lifecycle detected in this profile (the whole-sequence "
             f"TME does not descend); kept the base layers, SSR mode {mode}"
         )
+    if freeze_below is not None:
+        if config.ssr_mode == "freeze" and config.ssr_layer is not None:
+            console.print(
+                f"--freeze-below {freeze_below:g}: the KL probe stays below it from layer "
+                f"{config.ssr_layer}: freeze from there"
+            )
+        else:
+            console.print(f"--freeze-below {freeze_below:g}: no layer qualifies; kept the above")
     console.print(f"wrote {out}: {describe_schedule(config)} (ratios from {source})")
     console.print(f'use it: halfv.apply(model, "{out}")')
     return 0

@@ -279,7 +279,12 @@ def _fmt(value: float) -> str:
     return "-" if math.isnan(value) else f"{value:.4f}"
 
 
-def suggested_config(report: ProfileReport, base: PruningConfig | None = None) -> PruningConfig:
+def suggested_config(
+    report: ProfileReport,
+    base: PruningConfig | None = None,
+    *,
+    freeze_below: float | None = None,
+) -> PruningConfig:
     """``base`` (default: the model's default schedule) with the profiled layers and mode.
 
     ``ivr_layer`` and ``ssr_layer`` come from the lifecycle; ``ssr_mode`` from the KL probe
@@ -288,8 +293,13 @@ def suggested_config(report: ProfileReport, base: PruningConfig | None = None) -
     When no lifecycle was detected the base's layers are kept (only a probed SSR mode is
     applied, if the base has an SSR layer): check ``report.lifecycle.detected``.
 
+    With ``freeze_below`` (opt-in) the SSR stage becomes ``freeze`` from the layer where
+    the KL curve falls and stays below it (:func:`halfv.saturation.freeze_onset`), if there
+    is one after the IVR layer; otherwise the schedule above is kept.
+
     Raises:
-        ValueError: the result does not fit the profiled model (the message says why).
+        ValueError: the result does not fit the profiled model, or ``freeze_below`` is
+            given for a profile without a KL curve (the message says why).
     """
     base = base or report.default_config
     life = report.lifecycle
@@ -308,7 +318,25 @@ def suggested_config(report: ProfileReport, base: PruningConfig | None = None) -
         msg = f"the suggested schedule is invalid: {validation_message(exc)}"
         raise ValueError(msg) from exc
     config.check_depth(report.num_layers)
+    if freeze_below is not None:
+        config = _freeze_from_onset(report, config, freeze_below)
     return config
+
+
+def _freeze_from_onset(
+    report: ProfileReport, config: PruningConfig, threshold: float
+) -> PruningConfig:
+    from halfv.saturation import freeze_onset
+
+    if report.kl is None:
+        msg = "this profile has no KL curve: rerun halfv profile with --kl to place the freeze"
+        raise ValueError(msg)
+    onset = freeze_onset(report.kl, threshold, first=config.ivr_layer + 1)
+    if onset is None:
+        return config
+    return PruningConfig.model_validate(
+        {**config.model_dump(), "ssr_layer": onset, "ssr_mode": "freeze"}
+    )
 
 
 def validation_message(exc: ValidationError) -> str:
