@@ -3,7 +3,7 @@
 # `halfv bench-accuracy` once with the shipped schedules and baselines, then once per SSR
 # variant in docs/assets/accuracy/llava-ssr/*.json (same IVR: layer 3, halfv policy; only
 # the SSR stage differs), each as method halfv-calibrated. Results land in $OUT/<variant>/
-# (results.json, table.md); docs/benchmarks.md quotes them.
+# (results.json, table.md); docs/benchmarks.md quotes them (docs/assets/accuracy/llava-ssr/).
 #
 #   bash scripts/llava_ssr_ablation.sh          # CPU: bfloat16, 100 + 100 questions, ~20 min
 #   DEVICE=cuda DTYPE=float32 LIMIT=300 BATCH=128 BUDGETS=0.5,0.25,0.11,0.05 \
