@@ -456,3 +456,16 @@ def test_calibrated_schedules_default_to_the_shipped_ones(tmp_path: Path) -> Non
     shipped = with_shipped_schedules({}, ["qwen2_5_vl"], {})
     assert shipped.get("qwen2_5_vl") == calibrated_schedule("qwen2_5_vl")
     assert with_shipped_schedules({}, ["llava"], {"llava": str(tmp_path / "empty")}) == {}
+
+
+def test_resume_refuses_a_file_written_with_other_answer_settings(tmp_path: Path) -> None:
+    path = tmp_path / "results.json"
+    settings = {"dtype": "float32", "checkpoint": "[]", "seed": "0", "device": "cuda"}
+    hb.ResultsStore(path, {"settings": settings}, [_entry("a", "x", "halfv", "0.5", 0.5)]).write()
+    for name, value in (("dtype", "bfloat16"), ("checkpoint", "['llava=ckpt']"), ("seed", "1")):
+        meta = {"settings": {**settings, name: value}}
+        with pytest.raises(ValueError, match=f"written with --{name} .* this run has --{name}"):
+            hb.ResultsStore.open(path, meta, resume=True)
+        assert hb.ResultsStore.open(path, meta).previous == []  # without --resume: a fresh run
+    moved = {"settings": {**settings, "device": "cpu"}}  # same answers up to float noise
+    assert len(hb.ResultsStore.open(path, moved, resume=True).previous) == 1

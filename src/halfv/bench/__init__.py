@@ -316,8 +316,12 @@ class ResultsStore:
     def open(cls, path: str | Path, meta: Mapping[str, Any], resume: bool = False) -> ResultsStore:
         """A store writing ``path``; with ``resume``, entries already there can be reused."""
         path = Path(path)
-        previous = load_results(path)["entries"] if resume and path.is_file() else []
-        return cls(path, dict(meta), [], list(previous))
+        previous: list[dict[str, Any]] = []
+        if resume and path.is_file():
+            data = load_results(path)
+            _check_resumable(data.get("meta", {}), meta, path)
+            previous = list(data["entries"])
+        return cls(path, dict(meta), [], previous)
 
     def lookup(
         self, family: str, dataset: str, key: str, digest: str, max_new_tokens: int
@@ -355,6 +359,22 @@ class ResultsStore:
         """Write ``results.json`` atomically (no-op without a path)."""
         if self.path is not None:
             write_text_atomic(self.path, json.dumps(self.to_dict(), indent=1) + "\n")
+
+
+_RESUME_SETTINGS = ("dtype", "checkpoint", "seed")
+"""Settings that change answers without changing an entry's key: ``--resume`` needs them equal."""
+
+
+def _check_resumable(stored: Mapping[str, Any], meta: Mapping[str, Any], path: Path) -> None:
+    old, new = stored.get("settings", {}), meta.get("settings", {})
+    for name in _RESUME_SETTINGS:
+        if name in old and name in new and old[name] != new[name]:
+            option = "--" + name.replace("_", "-")
+            msg = (
+                f"--resume: {path} was written with {option} {old[name]}, this run has "
+                f"{option} {new[name]}; use another --out, or drop --resume to start over"
+            )
+            raise ValueError(msg)
 
 
 def load_results(path: str | Path) -> dict[str, Any]:
