@@ -150,7 +150,7 @@ def _card(cfg: TrainConfig, res: TrainResult, command: str, weights: Path) -> st
         (
             f"Load it with `halfv.zoo.load_trained({cfg.family!r})`; prune it with its "
             f"calibrated schedule, `halfv.zoo.calibrated_schedule({cfg.family!r})` "
-            "(`schedule.json`, from `scripts/gpu_accuracy.sh`)."
+            "(`schedule.json`, written by `halfv calibrate` from its profile; see docs/models.md)."
         ),
         "",
     ]

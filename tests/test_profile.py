@@ -563,3 +563,20 @@ def test_cli_calibrate_freeze_below_on_the_trained_profiles(
     assert cli.main(["calibrate", "--profile", str(qwen), "--out", str(outs[1]), *flag]) == 0
     assert "no layer qualifies" in capsys.readouterr().out
     assert load_config(outs[0]) == load_config(outs[1])
+
+
+@pytest.mark.parametrize("family", ["llava", "internvl"])
+def test_shipped_zoo_schedules_are_reproduced_by_calibrate(family: str, tmp_path: Path) -> None:
+    # these two checkpoints ship "default IVR + freeze where the KL stays below 0.01",
+    # the schedules measured in docs/benchmarks.md (SSR ablations)
+    from halfv.zoo import calibrated_schedule
+
+    out = tmp_path / "schedule.json"
+    profile = str(PROFILES / f"trained-{family}.json")
+    flags = ["--freeze-below", "0.01", "--keep-ivr"]
+    assert cli.main(["calibrate", "--profile", profile, "--out", str(out), *flags]) == 0
+    assert load_config(out) == calibrated_schedule(family)
+    variant = {"llava": "freeze24", "internvl": "freeze25"}[family]
+    assert load_config(out) == load_config(
+        PROFILES.parent / "accuracy" / f"{family}-ssr" / f"{variant}.json"
+    )

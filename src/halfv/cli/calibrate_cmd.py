@@ -4,14 +4,15 @@ Examples::
 
     halfv calibrate --profile halfv-profile/profile.json --out halfv-config.json
     halfv calibrate --profile p.json --out c.json --base-config mine.toml --drop 0.2
-    halfv calibrate --profile p.json --out c.json --freeze-below 0.01
+    halfv calibrate --profile p.json --out c.json --freeze-below 0.01 --keep-ivr
 
 The config is the base schedule (--base-config, else the profiled model's default) with
 ``ivr_layer``, ``ssr_layer`` and ``ssr_mode`` taken from the profile's lifecycle; keep
 ratios, policies and estimator settings come from the base. --drop/--tie/--kl-threshold
 re-run the stage detection on the stored curves. --freeze-below KL (opt-in) freezes the
-visual tokens from the layer where the KL probe's curve falls and stays below KL. Use the file with
-``halfv.apply(model, "halfv-config.json")``.
+visual tokens from the layer where the KL probe's curve falls and stays below KL;
+--keep-ivr keeps the base's IVR layer and takes only the SSR stage from the profile. Use
+the file with ``halfv.apply(model, "halfv-config.json")``.
 """
 
 from __future__ import annotations
@@ -56,6 +57,11 @@ def add_parser(subparsers: _SubParsersAction[argparse.ArgumentParser]) -> None:
             "opt-in: freeze the visual tokens from the layer where the profile's KL curve "
             "falls and stays below KL (e.g. 0.01), if there is one"
         ),
+    )
+    parser.add_argument(
+        "--keep-ivr",
+        action="store_true",
+        help="keep the base schedule's IVR layer; take only the SSR stage from the profile",
     )
     parser.set_defaults(func=run)
 
@@ -134,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
             detector=detector,
         )
         report = report.model_copy(update={"lifecycle": lifecycle})
-    config = suggested_config(report, base, freeze_below=freeze_below)
+    config = suggested_config(report, base, freeze_below=freeze_below, keep_ivr=args.keep_ivr)
     save_config(config, out)
     console = Console(highlight=False)
     life = report.lifecycle
@@ -149,6 +155,8 @@ def run(args: argparse.Namespace) -> int:
             "[bold]warning:[/bold] no lifecycle detected in this profile (the whole-sequence "
             f"TME does not descend); kept the base layers, SSR mode {mode}"
         )
+    if args.keep_ivr:
+        console.print(f"--keep-ivr: IVR layer {config.ivr_layer} kept from the base schedule")
     if freeze_below is not None:
         if config.ssr_mode == "freeze" and config.ssr_layer is not None:
             console.print(

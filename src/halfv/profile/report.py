@@ -284,6 +284,7 @@ def suggested_config(
     base: PruningConfig | None = None,
     *,
     freeze_below: float | None = None,
+    keep_ivr: bool = False,
 ) -> PruningConfig:
     """``base`` (default: the model's default schedule) with the profiled layers and mode.
 
@@ -295,7 +296,8 @@ def suggested_config(
 
     With ``freeze_below`` (opt-in) the SSR stage becomes ``freeze`` from the layer where
     the KL curve falls and stays below it (:func:`halfv.saturation.freeze_onset`), if there
-    is one after the IVR layer; otherwise the schedule above is kept.
+    is one after the IVR layer; otherwise the schedule above is kept. With ``keep_ivr`` the
+    base's ``ivr_layer`` stays and only the SSR stage comes from the profile.
 
     Raises:
         ValueError: the result does not fit the profiled model, or ``freeze_below`` is
@@ -305,7 +307,9 @@ def suggested_config(
     life = report.lifecycle
     update: dict[str, Any] = {}
     if life.detected:
-        update = {"ivr_layer": life.ivr_layer, "ssr_layer": life.ssr_layer}
+        update = {"ssr_layer": life.ssr_layer}
+        if not keep_ivr:
+            update["ivr_layer"] = life.ivr_layer
         if life.ssr_layer is None:
             update["ssr_mode"] = "none"
         elif life.ssr_mode is not None:

@@ -65,8 +65,9 @@ def calibrated_schedule(family: str, checkpoint: str | Path | None = None) -> Pr
 
     ``halfv calibrate`` writes it from the checkpoint's profiled TME lifecycle and KL probe
     (the backbone's saturation detector), so it can differ from the adapter's default: the
-    shipped ``llava`` keeps the paper's LLaVA layers but its probe says *prune* at SSR,
-    where the LLaVA default freezes.
+    shipped ``llava`` and ``internvl`` keep their adapter's IVR layer but freeze the
+    visual tokens only from layer 24 / 25, where the probe finds them idle
+    (``--freeze-below 0.01 --keep-ivr``; docs/models.md lists each file's command).
 
     Args:
         family: one of :data:`halfv.zoo.FAMILIES`.
