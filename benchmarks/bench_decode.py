@@ -10,7 +10,7 @@ turn, and reports
 * **ms/token**: ``(generate(new) - generate(1)) / (new - 1)``, median over rounds;
 * **ratio**: median over rounds of halfv / unpruned ms/token within one round (the two
   take turns, so a change in machine load hits both alike);
-* **ops/step** and **syncs/step**: aten ops and host reads of tensor values (``item``,
+* **ops/step** and **syncs/step**: aten ops, and host reads of tensor values (``item``,
   ``bool``, ``nonzero``, ``tolist``, ...) of one decode step (``generate(5)`` minus
   ``generate(4)``, counted by a dispatch mode);
 * **hooks us/step**: wall time spent inside halfv's hooks per decode step (the hooks are
@@ -33,63 +33,19 @@ import pstats
 import statistics
 import sys
 import time
-from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 import torch
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import halfv
+from halfv.bench.host_ops import OpCounter
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # for the sibling bench_cpu
 import bench_cpu as bc
-
-#: ops that read a tensor's value on the host (a device sync on a GPU); under
-#: ``inference_mode`` ``.item()`` / ``bool()`` reach the mode as ``item`` / ``is_nonzero``
-SYNC_OPS = frozenset({"_local_scalar_dense", "item", "is_nonzero", "nonzero", "masked_select"})
-SYNC_OPS |= {"_unique2", "unique_consecutive", "unique_dim", "bincount", "repeat_interleave"}
-
-
-class OpCounter(TorchDispatchMode):
-    """Counts the aten ops dispatched while active (by name) and ``Tensor.tolist`` calls.
-
-    ``syncs`` counts the ops of :data:`SYNC_OPS` plus ``tolist`` (which reads the data
-    directly and never reaches the dispatcher on the CPU).
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.ops: Counter[str] = Counter()
-        self._tolist: Any = None
-
-    def __enter__(self) -> Self:
-        tolist = self._tolist = torch.Tensor.tolist
-
-        def counted(tensor: torch.Tensor) -> Any:
-            self.ops["tolist"] += 1
-            return tolist(tensor)
-
-        torch.Tensor.tolist = counted  # type: ignore[method-assign, assignment]
-        return super().__enter__()  # type: ignore[no-any-return]
-
-    def __exit__(self, *exc: object) -> None:
-        torch.Tensor.tolist = self._tolist  # type: ignore[method-assign]
-        super().__exit__(*exc)
-
-    def __torch_dispatch__(
-        self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None
-    ) -> Any:
-        self.ops[func.__name__.split(".")[0]] += 1
-        return func(*args, **(kwargs or {}))
-
-    @property
-    def syncs(self) -> int:
-        """Host reads of tensor values seen so far."""
-        return sum(n for op, n in self.ops.items() if op in SYNC_OPS or op == "tolist")
 
 
 def ragged_prompt(model: Any, tokens: int, text: int, batch: int) -> dict[str, torch.Tensor]:
@@ -126,7 +82,7 @@ def step_ops(model: Any, prompt: dict[str, torch.Tensor]) -> tuple[int, int]:
     for new in (4, 5):
         with OpCounter() as counter:
             generate(model, prompt, new)
-        counts.append((counter.ops.total() - counter.ops["tolist"], counter.syncs))
+        counts.append((counter.dispatched, counter.host.total()))
     return counts[1][0] - counts[0][0], counts[1][1] - counts[0][1]
 
 

@@ -13,34 +13,17 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import halfv
+from halfv.bench.host_ops import OpCounter
 from halfv.cli.bench_cmd import load_script
 from halfv.policies import UniformPolicy
 from tiny import BUILDERS, StrideSSR, Tiny
 
-#: ops that read tensor values on the host, or build tensors from host data. Under
-#: ``inference_mode`` ``.item()`` / ``bool()`` reach a dispatch mode as ``item`` /
-#: ``is_nonzero`` instead of ``_local_scalar_dense``.
-HOST_OPS = frozenset(
-    {
-        "_local_scalar_dense",
-        "item",
-        "is_nonzero",
-        "nonzero",
-        "masked_select",
-        "lift_fresh",
-        "_unique2",
-        "unique_consecutive",
-        "bincount",
-        "repeat_interleave",
-    }
-)
 SCHEDULES = {
     "prune": halfv.PruningConfig(
         ivr_layer=1, ivr_keep=0.5, ssr_layer=2, ssr_mode="prune", ssr_keep=0.25
@@ -51,46 +34,13 @@ RAGGED = [[4, "img", 6], [9, "img", 2]]  # left padding and dummy slots after th
 SINGLE = [[5, "img", 7]]
 
 
-class HostWork(TorchDispatchMode):
-    """Counts aten ops and host reads (``HOST_OPS`` and ``Tensor.tolist``) while active."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.ops = 0
-        self.host: Counter[str] = Counter()
-        self._tolist: Any = None
-
-    def __enter__(self) -> Self:
-        tolist = self._tolist = torch.Tensor.tolist
-
-        def counted(tensor: torch.Tensor) -> Any:
-            self.host["tolist"] += 1
-            return tolist(tensor)
-
-        torch.Tensor.tolist = counted  # type: ignore[method-assign, assignment]
-        return super().__enter__()  # type: ignore[no-any-return]
-
-    def __exit__(self, *exc: object) -> None:
-        torch.Tensor.tolist = self._tolist  # type: ignore[method-assign]
-        super().__exit__(*exc)
-
-    def __torch_dispatch__(
-        self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None
-    ) -> Any:
-        self.ops += 1
-        name = func.__name__.split(".")[0]
-        if name in HOST_OPS:
-            self.host[name] += 1
-        return func(*args, **(kwargs or {}))
-
-
 def _step(model: torch.nn.Module, inputs: dict[str, Any], grad_mode: Any) -> tuple[int, Counter]:
     """Ops and host reads of one greedy decode step (``generate(3) - generate(2)``)."""
     counts = []
     for new in (2, 3):
-        with grad_mode(), HostWork() as work:
+        with grad_mode(), OpCounter() as work:
             model.generate(**inputs, max_new_tokens=new, min_new_tokens=new, do_sample=False)
-        counts.append((work.ops, work.host))
+        counts.append((work.dispatched, work.host))
     return counts[1][0] - counts[0][0], counts[1][1] - counts[0][1]
 
 
