@@ -28,18 +28,12 @@ DOCS = REPO / "docs" / "speed.md"
 
 
 def _zoo_available() -> bool:
-    """SmolLM2 (cached or convertible, as in test_zoo), llava's checkpoint and easy-VQA."""
+    """SmolLM2 (cached or convertible), llava's checkpoint and easy-VQA."""
     if importlib.util.find_spec("easy_vqa") is None:
         return False
     if not (checkpoint_path("llava") / "weights.safetensors").is_file():
         return False
-    if (smol.cache_root() / "smollm2" / "config.json").is_file():
-        return True
-    try:
-        smol.find_gguf()
-    except FileNotFoundError:
-        return False
-    return importlib.util.find_spec("gguf") is not None
+    return smol.smollm2_available()
 
 
 @pytest.fixture(scope="module")

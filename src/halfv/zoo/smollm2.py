@@ -36,6 +36,7 @@ __all__ = [
     "ensure_smollm2_cache",
     "find_gguf",
     "load_smollm2",
+    "smollm2_available",
 ]
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,18 @@ def find_gguf() -> Path:
             return candidate
     msg = f"the SmolLM2 GGUF ({GGUF_NAME}) was not found in package {_PACKAGE!r}: {_INSTALL_HINT}"
     raise FileNotFoundError(msg)
+
+
+def smollm2_available() -> bool:
+    """Whether :func:`load_smollm2` can run offline: a converted cache exists, or the GGUF
+    and the ``gguf`` package to convert it are installed."""
+    if _is_complete(_cache_dir()):
+        return True
+    try:
+        find_gguf()
+    except FileNotFoundError:
+        return False
+    return importlib.util.find_spec("gguf") is not None
 
 
 def _cache_dir() -> Path:
