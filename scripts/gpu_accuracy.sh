@@ -13,6 +13,13 @@
 # evaluation and is resumed, so a call cut off by its limit continues where it stopped
 # when run again. Knobs: LIMIT (300), BUDGETS (0.5,0.25,0.11,0.05), FAMILIES, BATCH (128),
 # PROBE_IMAGES per dataset (4).
+#
+# SCHEDULES=shipped (default: calibrated) makes `halfv-calibrated` use each checkpoint's
+# shipped schedule.json instead of a fresh plain calibration. The families in PROFILE
+# (comma-separated, default: none) are then profiled and get a new schedule.json by the
+# zoo's rule, fixed before any answer is seen: `halfv calibrate --freeze-below 0.01
+# --keep-ivr` when the KL probe finds a layer from which it stays below 0.01, else the
+# plain `halfv calibrate` (docs/models.md, "Shipped schedules").
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 LOG=accuracy.log
@@ -40,23 +47,44 @@ for name in ("easyvqa", "synthetic"):
         item.image.save(f"{out}/{name}-{i}.png")
 PY
 
+profile() {  # profile a trained family once
+  [ -f "$RUN/profile-$1/profile.json" ] || python3 -m halfv.cli profile --model "$1" --trained \
+    --image-dir "$RUN/probe" --prompt "What is the color of the shape?" \
+    --out "$RUN/profile-$1" --quiet
+}
 calibrated=()
-for fam in ${FAMILIES//,/ }; do
-  if [ ! -f "$RUN/calib/$fam.json" ]; then
-    halfv_profile=(python3 -m halfv.cli profile --model "$fam" --trained --image-dir "$RUN/probe"
-                   --prompt "What is the color of the shape?" --out "$RUN/profile-$fam" --quiet)
-    "${halfv_profile[@]}"
-    python3 -m halfv.cli calibrate --profile "$RUN/profile-$fam/profile.json" \
-      --out "$RUN/calib/$fam.json"
-  fi
-  calibrated+=(--calibrated "$fam=$RUN/calib/$fam.json")
-done
+if [ "${SCHEDULES:-calibrated}" = shipped ]; then
+  PROFILE=${PROFILE:-}
+  for fam in ${PROFILE//,/ }; do
+    profile "$fam"
+    prof=$RUN/profile-$fam/profile.json
+    COLUMNS=200 python3 -m halfv.cli calibrate --profile "$prof" --out "$RUN/calib/$fam.json" \
+      --freeze-below 0.01 --keep-ivr > "$RUN/calib/$fam.log"
+    if grep -q "no layer qualifies" "$RUN/calib/$fam.log"; then
+      COLUMNS=200 python3 -m halfv.cli calibrate --profile "$prof" --out "$RUN/calib/$fam.json" \
+        >> "$RUN/calib/$fam.log"
+    fi
+    cat "$RUN/calib/$fam.log"
+    cp "$RUN/calib/$fam.json" "src/halfv/zoo/checkpoints/$fam/schedule.json"
+    cp "$RUN/calib/$fam.json" "$CKPT_ROOT/$fam/schedule.json" 2>/dev/null || true
+    echo "shipped schedule of $fam: $(cat "$RUN/calib/$fam.json")"
+  done
+else
+  for fam in ${FAMILIES//,/ }; do
+    if [ ! -f "$RUN/calib/$fam.json" ]; then
+      profile "$fam"
+      python3 -m halfv.cli calibrate --profile "$RUN/profile-$fam/profile.json" \
+        --out "$RUN/calib/$fam.json"
+    fi
+    calibrated+=(--calibrated "$fam=$RUN/calib/$fam.json")
+  done
+fi
 
 status=0
 timeout "${BENCH_SECONDS:-520}" python3 -m halfv.cli bench-accuracy --families "$FAMILIES" --datasets easyvqa,synthetic \
   --limit "${LIMIT:-300}" --budgets "${BUDGETS:-0.5,0.25,0.11,0.05}" \
   --methods halfv,halfv-calibrated,attention,diversity,random,uniform --views budget,flops \
-  --batch-size "${BATCH:-128}" --device cuda --seed 0 "${calibrated[@]}" \
+  --batch-size "${BATCH:-128}" --device cuda --seed 0 ${calibrated[@]+"${calibrated[@]}"} \
   --out "$RUN/acc" --resume --no-progress || status=$?
 tar -C "$RUN" --exclude=./probe -cf "$OUT/accuracy.tar" .
 echo "accuracy run exit $status; $(date +%T)"

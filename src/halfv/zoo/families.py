@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from halfv.zoo.patch_embed import use_linear_patch_embed
 from halfv.zoo.processing import ImageLayout, VQAProcessor
 
 if TYPE_CHECKING:
@@ -339,6 +340,7 @@ def build_qwen2_5_vl(
     )
     torch.manual_seed(seed)
     model = _finish(Qwen2_5_VLForConditionalGeneration(config), lm, tok.eos_token_id)
+    use_linear_patch_embed(model)  # the same map as its Conv3d, without cuDNN's slow path
     layout = ImageLayout(size=672, mean=_CLIP_MEAN, std=_CLIP_STD, qwen_patch=_PATCH)
     block = [start_id, *([pad_id] * VISUAL_TOKENS), end_id]
     proc = VQAProcessor("qwen2_5_vl", tok, layout, block, pad_id, mm_token_type_ids=True)
