@@ -204,14 +204,42 @@ def test_check_fails_on_missing_rows() -> None:
 
 def test_target_rows() -> None:
     results = _results(0.79, 0.7)
-    assert report.target_rows(results) == [{"family": "llava", "budget": None}]  # 0.3 < 4x
+    none = [{"family": "llava", "method": None, "budget": None}]
+    assert report.target_rows(results) == none  # FLOPs ratio 0.3: under 4x
     for e in results["entries"]:
         if e["method"] != "unpruned":
             e["flops_ratio"] = 0.2
     (row,) = report.target_rows(results)
+    assert row["method"] == "halfv"
     assert row["retention_ok"]
     assert row["beats_baselines"]
     assert row["best_baseline"] == "random"
+    assert row["best_baseline_flops_ratio"] == pytest.approx(0.2)
+
+
+def test_target_rows_compare_calibrated_schedules_at_equal_flops() -> None:
+    results = _results(0.79, 0.7)
+    for e in results["entries"]:
+        if e["method"] != "unpruned":
+            e["flops_ratio"] = 0.2
+    calibrated = [
+        {**e, "method": "halfv-calibrated", "flops_ratio": 0.205, "accuracy": 0.65, "correct": 65}
+        for e in results["entries"]
+        if e["method"] == "halfv"
+    ]
+    far = [{**e, "flops_ratio": 0.12} for e in calibrated]
+    rows = report.target_rows({**results, "entries": [*results["entries"], *calibrated]})
+    cal = next(r for r in rows if r["method"] == "halfv-calibrated")
+    assert cal["best_baseline"] == "random"  # 0.2 is within 0.01 of 0.205
+    assert cal["beats_baselines"] is False  # 0.65 < 0.7
+    assert not cal["retention_ok"]
+    # a calibrated row with no baseline near its FLOPs has no verdict, not a made-up one
+    rows = report.target_rows({**results, "entries": [*results["entries"], *far]})
+    cal = next(r for r in rows if r["method"] == "halfv-calibrated")
+    assert cal["best_baseline"] is None
+    assert cal["beats_baselines"] is None
+    table = report.markdown_report({**results, "entries": [*results["entries"], *far]})
+    assert "| llava | halfv-calibrated | default | 0.120 |" in table
 
 
 def test_reports_are_written_atomically(tmp_path: Path) -> None:
