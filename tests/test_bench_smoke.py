@@ -151,3 +151,21 @@ def test_bench_cpu_says_when_the_zoo_is_missing(
 def test_cli_passes_help_through(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli_main(["bench", "speed", "--help"]) == 0
     assert "--cpu-smoke" in capsys.readouterr().out
+
+
+def test_profile_prefill_cpu_smoke(tmp_path: Path) -> None:
+    """``benchmarks/profile_prefill.py`` end to end on a tiny model (so it cannot rot)."""
+    script = load_script("profile_prefill.py")
+    out = tmp_path / "profile.json"
+    assert script.main(["--cpu-smoke", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert set(result["summary"]) == {"unpruned", "halfv", "ideal"}
+    assert result["summary"]["unpruned"]["ratio_to_unpruned"] == 1.0
+    assert len(result["samples"]["halfv"]) == 2  # --cpu-smoke: two rounds
+    for method in ("halfv", "ideal"):
+        profile = result["profiles"][method]
+        assert profile["host_ms"] > 0
+        assert "aten::linear" in profile["ops"]
+    # only halfv scores and runs FPS: its extra ops show up in the comparison
+    deltas = {row["op"]: row for row in result["halfv_minus_ideal"]["cpu"]}
+    assert deltas, "no differences between halfv and the ideal schedule"

@@ -34,13 +34,9 @@ def query_rows_of(layout: StageLayout) -> tuple[Tensor, Tensor]:
     Returns:
         ``(rows, row_valid)``, each ``[B, Q]``; samples with fewer text slots are
         front-padded with non-text slots marked invalid (their results are discarded).
+        Built once per stage layout (:attr:`StageLayout.text_rows`), not once per layer.
     """
-    is_query = layout.valid & ~layout.visual
-    b, s = is_query.shape
-    q = int(is_query.sum(dim=1).max().item())
-    arange = torch.arange(s, device=is_query.device).expand(b, s)
-    order = torch.where(is_query, arange + s, arange).argsort(dim=1)[:, s - q :]
-    return order, is_query.gather(1, order)
+    return layout.text_rows
 
 
 def _rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -91,6 +92,7 @@ class PrefillPlan:
     stage_kwargs: dict[tuple[int, str, torch.device], object] = field(default_factory=dict)
     stage_of: tuple[int, ...] = ()  # per decoder layer: its stage start (0: unpruned)
     moved: dict[tuple[int, torch.device], StageLayout] = field(default_factory=dict)
+    rows_of: dict[int, tuple[Tensor, Tensor]] = field(default_factory=dict)  # by id(layout)
 
     @classmethod
     def build(
@@ -114,10 +116,24 @@ class PrefillPlan:
             positions = torch.arange(t, device=device).expand(b, t)
             query_pos = torch.where(attention_mask.to(device).bool(), positions, -1).amax(dim=1)
         span_id = torch.full((b, t), -1, dtype=torch.long, device=device)
-        for g, budget in enumerate(budgets):
-            span_id[budget.sample, budget.start : budget.start + budget.length] = g
-        layouts = {0: initial_layout(spans.mask)}
+        for g, budget in enumerate(budgets):  # fill_: no host tensor to copy over
+            span_id[budget.sample].narrow(0, budget.start, budget.length).fill_(g)
+        layouts = {0: initial_layout(spans.mask, real_visual=sum(g.length for g in budgets))}
         return cls(spans, budgets, t, query_pos, span_id, layouts)
+
+    def alive_counts(self, stage: Literal["ivr", "ssr"]) -> tuple[list[int], list[int]]:
+        """Tokens and visual tokens per sample after a stage's prune.
+
+        Known on the host from the budgets: every non-visual position of the prompt
+        (padding included) plus the visual tokens each span keeps.
+        """
+        b, t = self.spans.mask.shape
+        counts, visual = [t] * b, [0] * b
+        for g in self.budgets:
+            kept = g.ivr_keep if stage == "ivr" else g.ssr_keep
+            counts[g.sample] += kept - g.length
+            visual[g.sample] += kept
+        return counts, visual
 
     # ------------------------------------------------------------------ stage lookup
     def layout_at(self, layer: int) -> StageLayout | None:
@@ -147,12 +163,26 @@ class PrefillPlan:
 
     # ------------------------------------------------------------------ selection
     def visual_rows(self, layout: StageLayout) -> tuple[Tensor, Tensor]:
-        """Flat row indices ``b*S+slot`` of a stage's visual slots and their span ids."""
-        real_visual = layout.visual & layout.valid
-        b_idx, slot = real_visual.nonzero(as_tuple=True)
-        rows = b_idx * layout.length + slot
-        segment = self.span_id[b_idx, layout.orig_pos[b_idx, slot]]
-        return rows, segment
+        """Flat row indices ``b*S+slot`` of a stage's visual slots and their span ids.
+
+        Computed once per layout. When the layout knows its number of real visual slots
+        (every layout the runtime builds does), no host sync: a stable sort lists the
+        marked slots in row-major order, like ``nonzero``.
+        """
+        key = id(layout)
+        if key not in self.rows_of:
+            real_visual = layout.visual & layout.valid
+            if layout.real_visual is None:
+                b_idx, slot = real_visual.nonzero(as_tuple=True)
+                rows = b_idx * layout.length + slot
+            else:
+                marked = real_visual.reshape(-1).to(torch.uint8)
+                order = torch.sort(marked, descending=True, stable=True).indices
+                rows = order[: layout.real_visual]
+                b_idx, slot = rows // layout.length, rows % layout.length
+            segment = self.span_id[b_idx, layout.orig_pos[b_idx, slot]]
+            self.rows_of[key] = (rows, segment)
+        return self.rows_of[key]
 
     def query_rows(self, layout: StageLayout) -> Tensor:
         """Flat row index of each sample's query token in a stage."""
@@ -225,8 +255,12 @@ def select_per_span(
         groups.setdefault((n, k), []).append(g)
     chosen: list[Tensor] = []
     for (n, k), members in groups.items():
-        starts = torch.tensor([offsets[g] for g in members], device=device)
-        index = starts[:, None] + torch.arange(n, device=device)
+        first = offsets[members[0]]
+        if all(offsets[g] == first + i * n for i, g in enumerate(members)):  # back to back
+            index = torch.arange(first, first + n * len(members), device=device).view(-1, n)
+        else:  # a non-blocking copy of a few ints: no wait for the device
+            starts = torch.tensor([offsets[g] for g in members]).to(device, non_blocking=True)
+            index = starts[:, None] + torch.arange(n, device=device)
         if scores is None:
             group_scores = torch.zeros(index.shape, device=index.device)
         else:

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from halfv.devices import module_device
 from halfv.interfaces import AttentionParts
+from halfv.selection import bmm_out_dtype_works
 
 __all__ = ["apply_rotary", "last_token_relevance", "rotate_half"]
 
@@ -84,14 +85,38 @@ def last_token_relevance(
         q_at, k_at = query_rows.to(cos.device), visual_rows.to(cos.device)
         q = apply_rotary(q, cos[q_at].to(device), sin[q_at].to(device))
         k = apply_rotary(k, cos[k_at].to(device), sin[k_at].to(device))
-    k = k.repeat_interleave(parts.num_heads // parts.num_kv_heads, dim=1)  # GQA: head h -> kv h//r
     sample_of_row = visual_rows.to(device) // s
-    logits = (q.float()[sample_of_row] * k.float()).sum(dim=-1)  # [M, H]
+    logits = _logits(q, k, sample_of_row)  # [M, H] float32
     if scale:
         logits = logits * parts.scaling
+    if num_segments == 1:  # one image: a plain max (a scatter would serialise on one row)
+        peak = logits.amax(dim=0, keepdim=True)
+        weights = (logits - peak).exp()
+        return (weights / weights.sum(dim=0, keepdim=True)).mean(dim=1)
     seg = segment.to(device)[:, None].expand_as(logits)
     peak = torch.full((num_segments, logits.shape[1]), -torch.inf, device=device)
     peak = peak.scatter_reduce(0, seg, logits, reduce="amax", include_self=True)
     weights = (logits - peak.gather(0, seg)).exp()
     totals = torch.zeros_like(peak).scatter_add(0, seg, weights)
     return (weights / totals.gather(0, seg)).mean(dim=1)
+
+
+def _logits(q: Tensor, k: Tensor, sample_of_row: Tensor) -> Tensor:
+    """``[M, H]`` float32 ``q[sample, h] . k[row, h // r]`` (GQA: ``r`` query heads per KV head).
+
+    Products of half-precision values are exact in float32 and the sums run in float32:
+    on CUDA one batched GEMM with float32 output over the KV heads (all samples' queries
+    at once, then each row keeps its own sample's column); elsewhere, an elementwise
+    product and sum. Neither repeats the keys per query head.
+    """
+    b, h, hd = q.shape
+    m, kv, _ = k.shape
+    r = h // kv
+    if k.is_cuda and k.dtype in (torch.float16, torch.bfloat16) and bmm_out_dtype_works("cuda"):
+        queries = q.view(b, kv, r, hd).permute(1, 3, 0, 2).reshape(kv, hd, b * r)
+        every = torch.bmm(k.transpose(0, 1), queries, out_dtype=torch.float32)  # [KV, M, B*r]
+        pick = sample_of_row.view(1, m, 1, 1).expand(kv, m, 1, r)
+        mine = every.view(kv, m, b, r).gather(2, pick).squeeze(2)  # [KV, M, r]
+        return mine.permute(1, 0, 2).reshape(m, h)
+    queries = q.float().view(b, kv, r, hd)[sample_of_row]  # [M, KV, r, hd]
+    return (queries * k.float().unsqueeze(2)).sum(dim=-1).reshape(m, h)

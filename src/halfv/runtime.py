@@ -116,7 +116,8 @@ class PruningRuntime:
         self.visual_ids = adapter.visual_token_ids(model)
         self.entry = adapter.entry_module(model)
         self.enabled = True
-        self.last_stats: PruneStats | None = None
+        self._stats_plan: PrefillPlan | None = None
+        self._stats: PruneStats | None = None
         self.decode_steps = 0
         self._call: _Call | None = None
         self._plans: weakref.WeakKeyDictionary[Any, PrefillPlan] = weakref.WeakKeyDictionary()
@@ -224,7 +225,7 @@ class PruningRuntime:
         call.plan.scores = None
         if self.config.ivr_layer in call.plan.layouts:  # the prune happened
             call.plan.stage_of = call.plan.stage_table(len(self.layers))
-            self.last_stats = self._stats(call.plan)
+            self._stats_plan, self._stats = call.plan, None  # counted when first read
             self.decode_steps = 0
             if call.cache is not None:
                 self._plans[call.cache] = call.plan
@@ -388,9 +389,10 @@ class PruningRuntime:
         orig_rows = (rows // s) * t + layout.orig_pos.reshape(-1)[rows]
         visual = plan.spans.mask
         selected = torch.zeros(b * t, dtype=torch.bool, device=visual.device)
-        selected[orig_rows.to(visual.device)[chosen.to(visual.device)]] = True
+        selected.index_fill_(0, orig_rows.to(visual.device)[chosen.to(visual.device)], True)
         alive = ~visual | selected.view(b, t)
-        new_layout = next_layout(layout, alive, visual)
+        counts, kept = plan.alive_counts(stage)  # host-known: no device sync
+        new_layout = next_layout(layout, alive, visual, counts=counts, visual_counts=kept)
         plan.layouts[idx] = new_layout
         plan.scores = None
         return new_layout
@@ -408,9 +410,15 @@ class PruningRuntime:
         return gather_rows(hidden, layout.prev_index.to(hidden.device))
 
     # ------------------------------------------------------------------ stats
-    def _stats(self, plan: PrefillPlan) -> PruneStats:
-        frozen_from = self.config.ssr_layer if self.ssr_mode == "freeze" else None
-        return plan.prune_stats(len(self.layers), self.ssr_mode, frozen_from)
+    @property
+    def last_stats(self) -> PruneStats | None:
+        """Token counts of the last pruned prefill; read lazily, so the prefill never waits
+        on the host syncs that counting takes."""
+        if self._stats is None and self._stats_plan is not None:
+            frozen_from = self.config.ssr_layer if self.ssr_mode == "freeze" else None
+            plan = self._stats_plan
+            self._stats = plan.prune_stats(len(self.layers), self.ssr_mode, frozen_from)
+        return self._stats
 
 
 def _check_cache(cache: Any) -> None:

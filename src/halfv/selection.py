@@ -137,7 +137,7 @@ def _gram(unit: Tensor) -> Tensor:
 
 
 @functools.cache
-def _bmm_out_dtype_works(device_type: str) -> bool:
+def bmm_out_dtype_works(device_type: str) -> bool:
     """Whether ``torch.bmm(..., out_dtype=torch.float32)`` runs on this device type."""
     try:
         x = torch.ones((1, 2, 2), dtype=torch.bfloat16, device=device_type)
@@ -155,7 +155,7 @@ def _raw_gram(features: Tensor) -> tuple[Tensor, Tensor] | None:
     ``bmm(out_dtype=...)``): then the caller normalises first and uses :func:`_gram`.
     """
     half = features.dtype in (torch.bfloat16, torch.float16)
-    if not (features.is_cuda and half and _bmm_out_dtype_works(features.device.type)):
+    if not (features.is_cuda and half and bmm_out_dtype_works(features.device.type)):
         return None
     gram = torch.bmm(features, features.transpose(1, 2), out_dtype=torch.float32)
     norms = torch.linalg.vector_norm(features.float(), dim=-1)

@@ -59,11 +59,12 @@ def find_visual_spans(input_ids: Tensor, visual_token_ids: Sequence[int]) -> Vis
     if not visual_token_ids:
         msg = "visual_token_ids is empty: the adapter must name at least one visual token id"
         raise ValueError(msg)
-    ids = torch.as_tensor(list(visual_token_ids), device=input_ids.device, dtype=input_ids.dtype)
-    mask = torch.isin(input_ids, ids)
-    # Run boundaries: +1 where a run starts, -1 one past where it ends.
+    ids = torch.tensor(list(visual_token_ids), dtype=input_ids.dtype)
+    mask = torch.isin(input_ids, ids.to(input_ids.device, non_blocking=True))
+    # Run boundaries: +1 where a run starts, -1 one past where it ends; read on the host
+    # in one copy (the one sync), then listed there.
     padded = torch.nn.functional.pad(mask.to(torch.int8), (1, 1))
-    edges = padded[:, 1:] - padded[:, :-1]
+    edges = (padded[:, 1:] - padded[:, :-1]).cpu()
     starts = (edges == 1).nonzero().tolist()
     ends = (edges == -1).nonzero().tolist()
     per_sample: list[list[tuple[int, int]]] = [[] for _ in range(input_ids.shape[0])]

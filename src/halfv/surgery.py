@@ -14,6 +14,7 @@ and attends only to itself, so it can never produce NaNs or leak into real token
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -44,6 +45,10 @@ class StageLayout:
         prev_index: ``[B, S]`` column of each slot in the previous stage's sequence (what
             hidden states are gathered with at the stage boundary).
         has_dummies: whether any slot is a dummy (then masks are always needed).
+        real_visual: number of real visual slots over the whole batch when the host knows
+            it (from the budgets), so their rows can be listed without a device sync.
+        text_slots: the most real text slots any sample has, when the host knows it (the
+            rows a frozen layer computes; see :attr:`text_rows`).
     """
 
     orig_pos: Tensor
@@ -51,6 +56,8 @@ class StageLayout:
     visual: Tensor
     prev_index: Tensor
     has_dummies: bool
+    real_visual: int | None = None
+    text_slots: int | None = None
 
     @property
     def length(self) -> int:
@@ -61,6 +68,22 @@ class StageLayout:
     def valid_cols(self) -> Tensor:
         """``valid`` as ``[B, 1, 1, S]`` key columns (built once, reused every decode step)."""
         return self.valid[:, None, None, :]
+
+    @cached_property
+    def text_rows(self) -> tuple[Tensor, Tensor]:
+        """``(rows, row_valid)``, each ``[B, Q]``: the real text slots of every sample.
+
+        Samples with fewer text slots are front-padded with non-text slots marked invalid.
+        Built once per layout; without :attr:`text_slots` it costs one host sync.
+        """
+        is_text = self.valid & ~self.visual
+        b, s = is_text.shape
+        q = self.text_slots
+        if q is None:
+            q = int(is_text.sum(dim=1).max().item())
+        arange = torch.arange(s, device=is_text.device).expand(b, s)
+        order = torch.where(is_text, arange + s, arange).argsort(dim=1)[:, s - q :]
+        return order, is_text.gather(1, order)
 
     @cached_property
     def dummy_cols(self) -> Tensor:
@@ -77,11 +100,13 @@ class StageLayout:
             visual=self.visual.to(device),
             prev_index=self.prev_index.to(device),
             has_dummies=self.has_dummies,
+            real_visual=self.real_visual,
+            text_slots=self.text_slots,
         )
 
 
-def initial_layout(visual_mask: Tensor) -> StageLayout:
-    """The identity layout of the unpruned prompt."""
+def initial_layout(visual_mask: Tensor, real_visual: int | None = None) -> StageLayout:
+    """The identity layout of the unpruned prompt (``real_visual``: see StageLayout)."""
     b, t = visual_mask.shape
     pos = torch.arange(t, device=visual_mask.device).expand(b, t)
     return StageLayout(
@@ -90,10 +115,18 @@ def initial_layout(visual_mask: Tensor) -> StageLayout:
         visual=visual_mask,
         prev_index=pos,
         has_dummies=False,
+        real_visual=real_visual,
     )
 
 
-def next_layout(prev: StageLayout, alive: Tensor, visual_mask: Tensor) -> StageLayout:
+def next_layout(
+    prev: StageLayout,
+    alive: Tensor,
+    visual_mask: Tensor,
+    *,
+    counts: Sequence[int] | None = None,
+    visual_counts: Sequence[int] | None = None,
+) -> StageLayout:
     """The layout of the next stage.
 
     Args:
@@ -101,14 +134,20 @@ def next_layout(prev: StageLayout, alive: Tensor, visual_mask: Tensor) -> StageL
         alive: ``[B, T]`` bool over ORIGINAL positions: tokens that survive into the next
             stage (a subset of the current stage's real slots).
         visual_mask: ``[B, T]`` bool over original positions.
+        counts: ``alive.sum(1)`` when the caller knows it on the host (the budgets fix it);
+            without it the layout costs a host sync.
+        visual_counts: the alive visual tokens of each sample, if the host knows them
+            (then the layout lists its visual and text rows without syncs).
 
     Returns:
         Layout whose real slots are the alive positions in original order, front-padded
         with dummies so every sample has ``max(alive.sum(1))`` slots.
     """
     b, t = alive.shape
-    counts = alive.sum(dim=1)
-    length = int(counts.max().item())  # one host sync per stage, not per token
+    if counts is None:
+        on_device = alive.sum(dim=1)
+        counts = [int(c) for c in on_device.tolist()]  # one host sync per stage
+    length = max(counts)
     arange = torch.arange(t, device=alive.device).expand(b, t)
     # Dead positions sort first, alive ones last, each group in original order; the last
     # `length` columns are (length - count) dead fillers followed by every alive position.
@@ -125,7 +164,13 @@ def next_layout(prev: StageLayout, alive: Tensor, visual_mask: Tensor) -> StageL
         valid=valid,
         visual=visual_mask.gather(1, order),
         prev_index=prev_col.gather(1, order),
-        has_dummies=bool((counts != length).any().item()),
+        has_dummies=any(c != length for c in counts),
+        real_visual=None if visual_counts is None else sum(visual_counts),
+        text_slots=(
+            None
+            if visual_counts is None
+            else max(c - v for c, v in zip(counts, visual_counts, strict=True))
+        ),
     )
 
 
