@@ -49,7 +49,7 @@ Index = dict[tuple[Any, ...], dict[str, Any]]
 DOCS_START, DOCS_END = "<!-- speed-table:start -->", "<!-- speed-table:end -->"
 #: what --cpu-smoke overrides: tiny models, two token counts, one repeat of everything
 SMOKE: dict[str, Any] = {
-    "device": "cpu", "dtype": "float32", "tokens": [64, 128], "warmup": 1, "repeats": 1,
+    "device": "cpu", "dtype": "float32", "tokens": [64, 128], "warmup": 1, "repeats": 2,
     "ttft_max_tokens": 64, "decode_tokens": 4, "decode_at": [128], "decode_repeats": 1,
     "fps_micro": [256, 64, 64],
 }  # fmt: skip
@@ -116,16 +116,12 @@ def measure_model(run: Run, key: str) -> None:
         prompt = bc.make_prompt(model, nominal, args.text_tokens)
         length = int(prompt["lm"]["input_ids"].shape[1])
         row = {"model": key, "tokens": prompt["visual"], "nominal": nominal, "prompt": length}
+        ready: dict[str, list[int] | None] = {}  # method -> kept visual tokens per layer
         for method in args.methods:
-            try:
-                measure_method(run, model, prompt, {**row, "method": method})
-            except Exception as exc:  # noqa: BLE001 -- record it, go on with the next method
-                oom = isinstance(exc, torch.cuda.OutOfMemoryError)
-                bc.emit(traceback.format_exc(limit=1 if oom else -3))
-                status = "OOM" if oom else f"error: {type(exc).__name__}: {exc}"[:300]
-                done = (key, row["tokens"], method, "prefill_ms") in run.measured()
-                metric = "error" if done else "prefill_ms"  # keep a measured prefill in the table
-                run.add({**row, "method": method, "metric": metric, "status": status})
+            guarded(run, {**row, "method": method}, first_call, model, prompt, ready)
+        measure_prefill(run, model, prompt, row, ready)
+        for method in [m for m in args.methods if m in ready and m != "fastv-eager"]:
+            guarded(run, {**row, "method": method}, later_metrics, model, prompt)
         micro(run, model, base, {**row, "method": "selection"})
     del model
     gc.collect()
@@ -133,35 +129,107 @@ def measure_model(run: Run, key: str) -> None:
         torch.cuda.empty_cache()
 
 
+def guarded(run: Run, row: dict[str, Any], fn: Callable[..., Any], *args: Any) -> None:
+    """Run ``fn(run, *args, row)``; record a failure (OOM or error) instead of stopping."""
+    try:
+        fn(run, *args, row)
+    except Exception as exc:  # noqa: BLE001 -- record it, go on with the next method
+        oom = isinstance(exc, torch.cuda.OutOfMemoryError)
+        bc.emit(traceback.format_exc(limit=1 if oom else -3))
+        status = "OOM" if oom else f"error: {type(exc).__name__}: {exc}"[:300]
+        key = (row["model"], row["tokens"], row["method"], "prefill_ms")
+        metric = "error" if key in run.measured() else "prefill_ms"  # keep a measured prefill
+        run.add({**row, "metric": metric, "status": status})
+
+
+def _prefill(model: Any, lm: dict[str, Tensor], method: str) -> Callable[[], Any]:
+    eager = method == "fastv-eager"
+    return lambda: model(**lm, logits_to_keep=1, output_attentions=True if eager else None)
+
+
 @torch.inference_mode()
-def measure_method(run: Run, model: Any, prompt: dict[str, Any], row: dict[str, Any]) -> None:
-    """Prefill (with peak memory and KV bytes), then TTFT and decode, of one method."""
-    args, lm, eager = run.args, prompt["lm"], row["method"] == "fastv-eager"
-    if eager and run.cuda and not eager_fits(model, row["prompt"]):
+def first_call(
+    run: Run,
+    model: Any,
+    prompt: dict[str, Any],
+    ready: dict[str, list[int] | None],
+    row: dict[str, Any],
+) -> None:
+    """One prefill of a method: peak memory, KV-cache bytes and the kept token counts.
+
+    Adds ``method: kept`` to ``ready`` if the method can be timed; skips eager attention
+    that would not fit.
+    """
+    method = row["method"]
+    if method == "fastv-eager" and run.cuda and not eager_fits(model, row["prompt"]):
         run.add({**row, "metric": "prefill_ms", "status": "OOM (predicted)"})
         return
-    with bc.attach(model, row["method"]) as handle:
-
-        def prefill() -> Any:
-            return model(**lm, logits_to_keep=1, output_attentions=True if eager else None)
-
+    with bc.attach(model, method) as handle:
         if run.cuda:
             torch.cuda.reset_peak_memory_stats()
-        out = prefill()  # also the first warm-up call
+        out = _prefill(model, prompt["lm"], method)()
         kv = bc.cache_bytes(cache_from_output(out))
         del out
         peak = torch.cuda.max_memory_allocated() if run.cuda else None
-        times = run.time(prefill, max(0, args.warmup - 1))
         stats = getattr(handle, "stats", None)
         kept = stats.kept_visual_per_layer() if stats is not None else None
-        prefill_ms = statistics.median(times)
-        record = {**row, "metric": "prefill_ms", "samples": times, "kept": kept}
-        run.add({**record, "value": prefill_ms})
-        run.add({**row, "metric": "kv_cache_bytes", "value": float(kv)})
-        if peak is not None:
-            run.add({**row, "metric": "peak_bytes", "value": float(peak)})
-        if eager:
-            return
+    run.add({**row, "metric": "kv_cache_bytes", "value": float(kv)})
+    if peak is not None:
+        run.add({**row, "metric": "peak_bytes", "value": float(peak)})
+    ready[method] = kept
+
+
+@torch.inference_mode()
+def measure_prefill(
+    run: Run,
+    model: Any,
+    prompt: dict[str, Any],
+    row: dict[str, Any],
+    ready: dict[str, list[int] | None],
+) -> None:
+    """Prefill of every ready method, **in turn**: ``--repeats`` rounds, one timed call of
+    each method per round (after one untimed call), the order reversed every other round.
+
+    The pruned paths are bound by the host CPU, whose speed drifts on a shared VM; timing
+    each method in its own block let a slow minute land on one method only. In turn, a
+    drift hits all alike, and ``halfv - ideal`` is taken per round (the median of the
+    rounds' own differences) as well as between the medians.
+    """
+    args, methods = run.args, list(ready)
+    samples: dict[str, list[float]] = {m: [] for m in methods}
+    for r in range(args.repeats):
+        for method in methods if r % 2 == 0 else methods[::-1]:
+            if method not in samples:
+                continue  # failed in an earlier round
+            guarded(run, {**row, "method": method}, _timed_prefill, model, prompt, samples)
+            if len(samples[method]) <= r:
+                del samples[method]
+    for method, times in samples.items():
+        record = {**row, "method": method, "metric": "prefill_ms", "samples": times}
+        run.add({**record, "value": statistics.median(times), "kept": ready[method]})
+    if {"halfv", "ideal"} <= samples.keys():
+        paired = [h - i for h, i in zip(samples["halfv"], samples["ideal"], strict=True)]
+        extra = {"samples": paired, "rounds": len(paired)}
+        run.add({**row, "method": "halfv", "metric": "minus_ideal_ms", **extra,
+                 "value": statistics.median(paired)})  # fmt: skip
+
+
+def _timed_prefill(
+    run: Run, model: Any, prompt: dict[str, Any], samples: dict[str, list[float]], row: dict
+) -> None:
+    """One timed prefill of ``row['method']`` into ``samples``, after untimed ones (the
+    first round: ``--warmup`` minus the first call, later rounds: one, after re-attaching)."""
+    method = row["method"]
+    warm = max(1, run.args.warmup - 1) if not samples[method] else 1
+    with bc.attach(model, method):
+        samples[method] += bc.time_ms(_prefill(model, prompt["lm"], method), warm, 1, run.cuda)
+
+
+@torch.inference_mode()
+def later_metrics(run: Run, model: Any, prompt: dict[str, Any], row: dict[str, Any]) -> None:
+    """TTFT (vision tower included) and decode of one method, timed in a block."""
+    args = run.args
+    with bc.attach(model, row["method"]):
         ttft = not args.skip_ttft and row["nominal"] <= args.ttft_max_tokens
         if ttft and row["method"] in args.ttft_methods:
             t = run.time(lambda: model(**prompt["full"], logits_to_keep=1))
@@ -262,7 +330,10 @@ def _prefill_rows(index: Index, model: str, counts: list[int]) -> list[str]:
         speed = (
             f"{ok['unpruned'] / ok['halfv']:.2f}x" if {"unpruned", "halfv"} <= ok.keys() else "-"
         )
+        paired = index.get((model, n, "halfv", "minus_ideal_ms"))
         over = f"{ok['halfv'] - ok['ideal']:.1f}" if {"halfv", "ideal"} <= ok.keys() else "-"
+        if paired is not None and paired.get("value") is not None:
+            over = f"{paired['value']:.1f}"  # the median of the rounds' own differences
         micro = ("fps_ms", "halfv_select_ms", "relevance_ms")
         sel = [_cell(index.get((model, n, "selection", m)), digits=2) for m in micro]
         cells = [str(n), *(_cell(got[m]) for m in METHODS), speed, over, *sel]
@@ -289,13 +360,20 @@ def _other_rows(index: Index, model: str, counts: list[int]) -> list[str]:
 def markdown(data: dict[str, Any]) -> str:
     """Markdown of a result file: per model, prefill ms per method, then TTFT/decode/memory."""
     meta, index = data["meta"], Index()
+    timing = (
+        f"prefill: methods in turn, median of {meta['repeats']} rounds (halfv - ideal: "
+        "median of the rounds' differences); TTFT: median of "
+        f"{meta['repeats']} after {meta['warmup']} warm-up"
+        if meta.get("interleaved")
+        else f"median of {meta['repeats']} after {meta['warmup']} warm-up"
+    )
     for r in data["records"]:
         index[(r["model"], r.get("tokens"), r["method"], r["metric"])] = r
     out = [
         (
             f"{meta['device_name']}; torch {meta['torch']}, transformers {meta['transformers']}, "
-            f"{meta['dtype']}, random weights, {meta['text_tokens']} text tokens; median of "
-            f"{meta['repeats']} after {meta['warmup']} warm-up; {meta['date']}. Times in ms."
+            f"{meta['dtype']}, random weights, {meta['text_tokens']} text tokens; {timing}; "
+            f"{meta['date']}. Times in ms."
         )
     ]
     for model, info in meta["models"].items():
@@ -405,6 +483,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "torch": torch.__version__,
             "transformers": transformers.__version__,
             "halfv": halfv.__version__,
+            "interleaved": True,  # prefill methods timed in turn (measure_prefill)
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
             "models": {},
         }

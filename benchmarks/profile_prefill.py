@@ -14,6 +14,9 @@ profiled method with ``torch.profiler`` and reports, per method:
 * the top operators by self CUDA time and by self CPU time;
 
 and, for ``halfv`` against ``ideal``, the operators whose CUDA or CPU time differs most.
+With ``--decode N`` it also profiles ``N`` greedy decode steps per method (the difference
+of two ``generate`` calls) and reports per step: wall time, GPU busy time, host time,
+kernels, syncs, and the operators with the most host time.
 
     PYTHONPATH=src python benchmarks/profile_prefill.py --model qwen2.5-vl-7b --tokens 4096 \
         --out prefill-profile.json
@@ -154,6 +157,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         },
         "summary": summary, "samples": samples, "profiles": profiles,
     }  # fmt: skip
+    if args.decode:
+        result["decode"] = decode_profiles(model, prompt["full"], args.decode, args.profile, cuda)
     if "halfv" in profiles and "ideal" in profiles:
         a, b = profiles["halfv"], profiles["ideal"]
         result["halfv_minus_ideal"] = {
@@ -161,6 +166,41 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "cpu": differences(a, b, "self_cpu_us"),
         }
     return result
+
+
+def decode_profiles(
+    model: Any, full: dict[str, Any], steps: int, methods: Sequence[str], cuda: bool
+) -> dict[str, Any]:
+    """What ``steps`` greedy decode steps cost per method: ``generate(steps + 2)`` minus
+    ``generate(2)``, both profiled, on the full prompt (pixels included), so the prefill
+    and setup cancel and only the decode steps remain."""
+
+    def generate(n: int) -> Any:
+        return model.generate(**full, max_new_tokens=n, min_new_tokens=n, do_sample=False)
+
+    out: dict[str, Any] = {}
+    for method in ["unpruned", *[m for m in methods if m != "unpruned"]]:
+        with bc.attach(model, method):
+            generate(4)  # warm the decode path
+            short, long = (
+                profile_call(lambda: generate(2), cuda),
+                profile_call(lambda: generate(steps + 2), cuda),
+            )
+            wall = [
+                statistics.median(bc.time_ms(lambda n=n: generate(n), 0, 3, cuda))
+                for n in (2, steps + 2)
+            ]
+        per_step = {
+            "wall_ms": (wall[1] - wall[0]) / steps,
+            "busy_device_ms": (long["busy_device_ms"] - short["busy_device_ms"]) / steps,
+            "host_ms": (long["host_ms"] - short["host_ms"]) / steps,
+            "kernels": (long["kernels"] - short["kernels"]) / steps,
+            "syncs": {k: (long["syncs"].get(k, 0) - short["syncs"].get(k, 0)) / steps
+                      for k in long["syncs"]},
+        }  # fmt: skip
+        out[method] = {"per_step": per_step, "cpu": differences(long, short, "self_cpu_us")}
+        bc.emit(f"decode {method}: " + ", ".join(f"{k} {v}" for k, v in per_step.items()))
+    return out
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -175,6 +215,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", default="bfloat16")
+    p.add_argument(
+        "--decode", type=int, default=0, help="also profile N greedy decode steps per method"
+    )
     p.add_argument("--cpu-smoke", action="store_true", help="tiny model on the CPU, 2 rounds")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)

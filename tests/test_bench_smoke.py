@@ -79,6 +79,12 @@ def test_speed_cpu_smoke_measures_everything(bench_speed: ModuleType, tmp_path: 
         # ideal runs halfv's schedule: the same number of tokens survives at every layer
         kept = {m: got[model, 128, m, "prefill_ms"]["kept"] for m in ("halfv", "ideal")}
         assert kept["halfv"] == kept["ideal"]
+        # prefill is timed in rounds, the methods in turn; halfv - ideal is paired per round
+        paired = got[model, 128, "halfv", "minus_ideal_ms"]
+        halfv_t, ideal_t = (got[model, 128, m, "prefill_ms"]["samples"] for m in ("halfv", "ideal"))
+        assert len(halfv_t) == len(ideal_t) == paired["rounds"] == data["meta"]["repeats"]
+        assert paired["samples"] == [h - i for h, i in zip(halfv_t, ideal_t, strict=True)]
+    assert data["meta"]["interleaved"]
     assert data["meta"]["models"].keys() == set(bench_speed.MODELS)
 
     text = docs.read_text(encoding="utf-8")
@@ -157,7 +163,7 @@ def test_profile_prefill_cpu_smoke(tmp_path: Path) -> None:
     """``benchmarks/profile_prefill.py`` end to end on a tiny model (so it cannot rot)."""
     script = load_script("profile_prefill.py")
     out = tmp_path / "profile.json"
-    assert script.main(["--cpu-smoke", "--out", str(out)]) == 0
+    assert script.main(["--cpu-smoke", "--decode", "2", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     assert set(result["summary"]) == {"unpruned", "halfv", "ideal"}
     assert result["summary"]["unpruned"]["ratio_to_unpruned"] == 1.0
@@ -169,3 +175,6 @@ def test_profile_prefill_cpu_smoke(tmp_path: Path) -> None:
     # only halfv scores and runs FPS: its extra ops show up in the comparison
     deltas = {row["op"]: row for row in result["halfv_minus_ideal"]["cpu"]}
     assert deltas, "no differences between halfv and the ideal schedule"
+    # --decode: two generate calls per method, their difference per step
+    assert set(result["decode"]) == {"unpruned", "halfv", "ideal"}
+    assert result["decode"]["halfv"]["per_step"].keys() >= {"wall_ms", "host_ms", "kernels"}
