@@ -50,6 +50,7 @@ DOCS_START, DOCS_END = "<!-- speed-table:start -->", "<!-- speed-table:end -->"
 #: what --cpu-smoke overrides: tiny models, two token counts, one repeat of everything
 SMOKE: dict[str, Any] = {
     "device": "cpu", "dtype": "float32", "tokens": [64, 128], "warmup": 1, "repeats": 2,
+    "calls_per_round": 1,
     "ttft_max_tokens": 64, "decode_tokens": 4, "decode_at": [128], "decode_repeats": 1,
     "fps_micro": [256, 64, 64],
 }  # fmt: skip
@@ -187,8 +188,9 @@ def measure_prefill(
     row: dict[str, Any],
     ready: dict[str, list[int] | None],
 ) -> None:
-    """Prefill of every ready method, **in turn**: ``--repeats`` rounds, one timed call of
-    each method per round (after one untimed call), the order reversed every other round.
+    """Prefill of every ready method, **in turn**: ``--repeats`` rounds; in each, every
+    method is attached and timed ``--calls-per-round`` times (after an untimed call) and
+    the round keeps the median; the order is reversed every other round.
 
     The pruned paths are bound by the host CPU, whose speed drifts on a shared VM; timing
     each method in its own block let a slow minute land on one method only. In turn, a
@@ -217,12 +219,14 @@ def measure_prefill(
 def _timed_prefill(
     run: Run, model: Any, prompt: dict[str, Any], samples: dict[str, list[float]], row: dict
 ) -> None:
-    """One timed prefill of ``row['method']`` into ``samples``, after untimed ones (the
-    first round: ``--warmup`` minus the first call, later rounds: one, after re-attaching)."""
-    method = row["method"]
+    """One round of ``row['method']``: the median of ``--calls-per-round`` timed prefills
+    into ``samples``, after untimed ones (the first round: ``--warmup`` minus the first
+    call, later rounds: one, after re-attaching)."""
+    method, calls = row["method"], run.args.calls_per_round
     warm = max(1, run.args.warmup - 1) if not samples[method] else 1
     with bc.attach(model, method):
-        samples[method] += bc.time_ms(_prefill(model, prompt["lm"], method), warm, 1, run.cuda)
+        times = bc.time_ms(_prefill(model, prompt["lm"], method), warm, calls, run.cuda)
+    samples[method].append(statistics.median(times))
 
 
 @torch.inference_mode()
@@ -361,7 +365,8 @@ def markdown(data: dict[str, Any]) -> str:
     """Markdown of a result file: per model, prefill ms per method, then TTFT/decode/memory."""
     meta, index = data["meta"], Index()
     timing = (
-        f"prefill: methods in turn, median of {meta['repeats']} rounds (halfv - ideal: "
+        f"prefill: methods in turn, median of {meta['repeats']} rounds of "
+        f"{meta.get('calls_per_round', 1)} calls each (halfv - ideal: "
         "median of the rounds' differences); TTFT: median of "
         f"{meta['repeats']} after {meta['warmup']} warm-up"
         if meta.get("interleaved")
@@ -434,6 +439,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--warmup", type=int, default=3)
+    p.add_argument(
+        "--calls-per-round", type=int, default=3, help="prefill calls per method per round"
+    )
     p.add_argument("--text-tokens", type=int, default=60)
     p.add_argument("--skip-ttft", action="store_true", help="no vision-tower (TTFT) timings")
     p.add_argument("--ttft-max-tokens", type=int, default=4096)
