@@ -41,14 +41,8 @@ from halfv.interfaces import AttentionParts, BackboneAdapter, IVRPolicy, SSRPoli
 from halfv.plan import PrefillPlan, PruneStats, select_per_span
 from halfv.relevance import last_token_relevance
 from halfv.spans import find_visual_spans
-from halfv.surgery import (
-    StageLayout,
-    gather_rows,
-    gather_seq,
-    next_layout,
-    prefill_stage_mask,
-    remap_decode_mask,
-)
+from halfv.stage_inputs import hidden_of, stage_kwargs, with_hidden
+from halfv.surgery import StageLayout, gather_rows, next_layout, remap_decode_mask
 
 __all__ = ["SUPPORTED_ATTENTION", "PruningRuntime"]
 
@@ -64,26 +58,6 @@ class _Call:
     decode_masks: dict[tuple[int, int], Tensor | None] = field(default_factory=dict)
     #: decode only: the mask objects behind ``decode_masks``' ids, kept alive for the step
     seen_masks: list[Any] = field(default_factory=list)
-
-
-def _hidden_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Tensor:
-    return args[0] if args else kwargs["hidden_states"]  # type: ignore[no-any-return]
-
-
-def _with_hidden(
-    hidden: Tensor, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    if args:
-        return (hidden, *args[1:]), kwargs
-    kwargs["hidden_states"] = hidden
-    return args, kwargs
-
-
-def _gather_positions(position_ids: Tensor, layout: StageLayout) -> Tensor:
-    index = layout.orig_pos.to(position_ids.device)
-    if position_ids.dim() == 3:  # [C, B, T] multi-axis positions
-        return torch.stack([gather_seq(p, index) for p in position_ids])
-    return gather_seq(position_ids, index)
 
 
 class PruningRuntime:
@@ -178,7 +152,7 @@ class PruningRuntime:
                 return original(*args, **kwargs)
             return frozen_visual_forward(
                 self.parts[idx],
-                _hidden_of(args, kwargs),
+                hidden_of(args, kwargs),
                 position_embeddings=kwargs["position_embeddings"],
                 stage_mask=kwargs.get("attention_mask"),
                 layout=layout,
@@ -254,14 +228,14 @@ class PruningRuntime:
         if call.cache is None:
             call.cache = cache_from_kwargs(kwargs)
             _check_cache(call.cache)
-        hidden = _hidden_of(args, kwargs)
+        hidden = hidden_of(args, kwargs)
         if idx == cfg.ivr_layer:
             hidden = self._transition(idx, plan, hidden, self.ivr_policy, stage="ivr")
         if self.ssr_mode == "prune" and idx == cfg.ssr_layer:
             hidden = self._transition(idx, plan, hidden, self.ssr_policy, stage="ssr")
         stage = max((s for s in plan.layouts if 0 < s <= idx), default=0)
         if stage:
-            kwargs = self._stage_kwargs(stage, plan, kwargs)
+            kwargs = stage_kwargs(stage, plan, kwargs)
         if idx == cfg.ivr_layer - 1 and self.ivr_policy.needs_scores:
             plan.scores = self._score(idx, plan, hidden, kwargs, rope=False)
         if (
@@ -270,7 +244,7 @@ class PruningRuntime:
             and self.ssr_policy.needs_scores
         ):
             plan.scores = self._score(idx, plan, hidden, kwargs, rope=True)
-        return _with_hidden(hidden, args, kwargs)
+        return with_hidden(hidden, args, kwargs)
 
     def _decode_layer(
         self,
@@ -293,7 +267,7 @@ class PruningRuntime:
         masks = call.decode_masks
         if key not in masks:
             call.seen_masks.append(mask)  # its id stays unique while the step runs
-            masks[key] = self._decode_mask(stage, call, plan, mask, _hidden_of(args, kwargs))
+            masks[key] = self._decode_mask(stage, call, plan, mask, hidden_of(args, kwargs))
         remapped = masks[key]
         if remapped is None and mask is None:
             return None  # SDPA without padding or dummies: nothing to change
@@ -312,31 +286,6 @@ class PruningRuntime:
             hidden.shape[1],
             int(call.cache.get_seq_length()),
         )
-
-    def _stage_kwargs(
-        self, stage: int, plan: PrefillPlan, kwargs: dict[str, Any]
-    ) -> dict[str, Any]:
-        layout = plan.layouts[stage]
-        for name in ("position_embeddings", "position_ids", "attention_mask"):
-            value = kwargs.get(name)
-            if value is None and not (name == "attention_mask" and layout.has_dummies):
-                continue
-            key = (stage, f"{name}:{id(value)}", layout.orig_pos.device)
-            if key not in plan.stage_kwargs:
-                plan.stage_kwargs[key] = self._gather_kwarg(name, value, layout)
-            kwargs[name] = plan.stage_kwargs[key]
-        return kwargs
-
-    @staticmethod
-    def _gather_kwarg(name: str, value: Any, layout: StageLayout) -> Any:
-        if name == "position_embeddings":
-            cos, sin = value
-            index = layout.orig_pos.to(cos.device)
-            return gather_seq(cos, index), gather_seq(sin, index)
-        if name == "position_ids":
-            return _gather_positions(value, layout)
-        device = value.device if isinstance(value, Tensor) else layout.orig_pos.device
-        return prefill_stage_mask(value, layout.to(device))
 
     # ------------------------------------------------------------------ scoring
     @torch.no_grad()
