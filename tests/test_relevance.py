@@ -1,11 +1,17 @@
-"""The last-token relevance kernel maths: GQA without repeated keys, both code paths."""
+"""Last-token relevance: the GQA maths on both code paths, and the runtime's scores
+against a naive computation from the model's own modules."""
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 import pytest
 import torch
 
+import halfv
+from halfv.interfaces import IVRPolicy
 from halfv.relevance import _logits
+from tiny import BUILDERS
 
 
 def _reference(q: torch.Tensor, k: torch.Tensor, sample_of_row: torch.Tensor) -> torch.Tensor:
@@ -37,3 +43,73 @@ def test_cuda_half_logits_use_the_exact_product_gemm(batch: int) -> None:
     got = _logits(q.cuda(), k.cuda(), rows.cuda()).cpu()
     # exact products, float32 sums in either order: equal to float64 up to float32 rounding
     torch.testing.assert_close(got.double(), _reference(q, k, rows), rtol=1e-5, atol=1e-4)
+
+
+# --------------------------------------------------------------------------- end to end
+_SEEN: list[torch.Tensor] = []
+
+
+class _RecordingTopK(IVRPolicy):
+    """Top-k by relevance that records the scores the runtime hands it."""
+
+    name: ClassVar[str] = "recording-topk"
+    needs_features: ClassVar[bool] = False
+
+    def _choose(
+        self, scores: torch.Tensor, features: torch.Tensor | None, keep: int
+    ) -> torch.Tensor:
+        _SEEN.append(scores.detach().clone())
+        return scores.topk(keep, dim=-1).indices
+
+
+def _naive_relevance(
+    model: torch.nn.Module, hidden: torch.Tensor, input_ids: torch.Tensor, layer: int
+) -> torch.Tensor:
+    """Method §4A from the layer's own modules, in float64: norm, q of the last token, k of
+    the visual tokens, no RoPE, no scaling, softmax over each sample's visual keys, mean
+    over heads (every KV head repeated for its query heads)."""
+    adapter = halfv.get_adapter_for(model)
+    parts = adapter.attention_parts(adapter.decoder_layers(model)[layer])
+    visual = torch.isin(input_ids, torch.tensor(list(adapter.visual_token_ids(model))))
+    rows = []
+    for b in range(hidden.shape[0]):
+        x = parts.input_layernorm(hidden[b])
+        q = parts.q_proj(x[-1:]).view(1, -1, parts.head_dim)
+        k = parts.k_proj(x[visual[b]]).view(int(visual[b].sum()), -1, parts.head_dim)
+        if parts.q_norm is not None:
+            q, k = parts.q_norm(q), parts.k_norm(k)
+        k = k.repeat_interleave(parts.num_heads // parts.num_kv_heads, dim=1)
+        logits = torch.einsum("hd,nhd->nh", q[0].double(), k.double())
+        rows.append(logits.softmax(dim=0).mean(dim=1))
+    return torch.stack(rows)
+
+
+@pytest.mark.parametrize("family", sorted(BUILDERS))
+@pytest.mark.parametrize("samples", [[[5, "img", 7]], [[4, "img", 6], [9, "img", 2]]])
+def test_runtime_scores_equal_naive_last_token_attention(family: str, samples: list) -> None:
+    """The scores the IVR policy receives are the method's relevance, from the model."""
+    tiny = BUILDERS[family](layers=4)
+    model, inputs = tiny.model, tiny.prompt(samples)
+    config = halfv.PruningConfig(ivr_layer=2, ivr_keep=0.5, ssr_mode="none")
+    adapter = halfv.get_adapter_for(model)
+    pipeline = halfv.Pipeline(
+        config, adapter, _RecordingTopK(), halfv.get_ssr_policy("none"), halfv.get_estimator("tme")
+    )
+    captured: list[torch.Tensor] = []
+
+    def grab(_m: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        captured.append((args[0] if args else kwargs["hidden_states"]).detach().clone())
+
+    layer = adapter.decoder_layers(model)[config.ivr_layer - 1]
+    hook = layer.register_forward_pre_hook(grab, with_kwargs=True)
+    _SEEN.clear()
+    try:
+        with pipeline.attach(model), torch.no_grad():
+            model(**inputs)
+            expected = _naive_relevance(
+                model, captured[0], inputs["input_ids"], config.ivr_layer - 1
+            )
+    finally:
+        hook.remove()
+    (scores,) = _SEEN
+    torch.testing.assert_close(scores.double(), expected, rtol=1e-4, atol=1e-6)
