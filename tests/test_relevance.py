@@ -3,7 +3,7 @@ against a naive computation from the model's own modules."""
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
 import torch
@@ -11,6 +11,7 @@ import torch
 import halfv
 from halfv.interfaces import IVRPolicy
 from halfv.relevance import _logits
+from halfv.scoring import ProjectionTap
 from tiny import BUILDERS
 
 
@@ -84,10 +85,17 @@ def _naive_relevance(
     return torch.stack(rows)
 
 
+@pytest.mark.parametrize("tapped", [True, False], ids=["tapped", "recomputed"])
 @pytest.mark.parametrize("family", sorted(BUILDERS))
 @pytest.mark.parametrize("samples", [[[5, "img", 7]], [[4, "img", 6], [9, "img", 2]]])
-def test_runtime_scores_equal_naive_last_token_attention(family: str, samples: list) -> None:
-    """The scores the IVR policy receives are the method's relevance, from the model."""
+def test_runtime_scores_equal_naive_last_token_attention(
+    family: str, samples: list, tapped: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The scores the IVR policy receives are the method's relevance, from the model:
+    read from the scoring layer's own projections, or (when an attention module does not
+    call them) recomputed from its input."""
+    if not tapped:
+        monkeypatch.setattr(ProjectionTap, "take", lambda self: None)
     tiny = BUILDERS[family](layers=4)
     model, inputs = tiny.model, tiny.prompt(samples)
     config = halfv.PruningConfig(ivr_layer=2, ivr_keep=0.5, ssr_mode="none")
@@ -113,3 +121,35 @@ def test_runtime_scores_equal_naive_last_token_attention(family: str, samples: l
         hook.remove()
     (scores,) = _SEEN
     torch.testing.assert_close(scores.double(), expected, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("family", sorted(BUILDERS))
+def test_scoring_layers_project_each_row_once(family: str) -> None:
+    """The relevance passes read the projections the scoring layers compute anyway: with
+    halfv attached, each scoring layer's k_proj runs once per prefill, as unpruned."""
+    tiny = BUILDERS[family](layers=6)
+    model, inputs = tiny.model, tiny.prompt([[4, "img", 6], [9, "img", 2]])
+    config = halfv.PruningConfig(
+        ivr_layer=2, ivr_keep=0.5, ssr_layer=4, ssr_mode="prune", ssr_keep=0.25
+    )
+    adapter = halfv.get_adapter_for(model)
+    scoring = [adapter.attention_parts(adapter.decoder_layers(model)[i]) for i in (1, 3)]
+    calls = [0, 0]
+
+    def counter(i: int) -> Any:
+        def hook(*_: Any) -> None:
+            calls[i] += 1
+
+        return hook
+
+    handles = [p.k_proj.register_forward_hook(counter(i)) for i, p in enumerate(scoring)]
+    try:
+        with halfv.apply(model, config) as handle, torch.no_grad():
+            model(**inputs)
+            stats = handle.stats
+        assert stats is not None
+        assert stats.layers[4].visual[0] < stats.visual_tokens[0]  # it pruned twice
+    finally:
+        for h in handles:
+            h.remove()
+    assert calls == [1, 1]

@@ -20,7 +20,7 @@ from halfv.devices import module_device
 from halfv.interfaces import AttentionParts
 from halfv.selection import bmm_out_dtype_works
 
-__all__ = ["apply_rotary", "last_token_relevance", "rotate_half"]
+__all__ = ["apply_rotary", "last_token_relevance", "relevance_from_projections", "rotate_half"]
 
 
 def rotate_half(x: Tensor) -> Tensor:
@@ -36,10 +36,8 @@ def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return rotated
 
 
-def _project_heads(
-    parts: AttentionParts, x: Tensor, proj: torch.nn.Linear, norm: torch.nn.Module | None
-) -> Tensor:
-    heads: Tensor = proj(x).view(x.shape[0], -1, parts.head_dim)
+def _heads(parts: AttentionParts, projected: Tensor, norm: torch.nn.Module | None) -> Tensor:
+    heads: Tensor = projected.view(projected.shape[0], -1, parts.head_dim)
     if norm is None:
         return heads
     normed: Tensor = norm(heads)
@@ -78,14 +76,55 @@ def last_token_relevance(
     flat = hidden.reshape(b * s, d)
     q_in = parts.input_layernorm(flat[query_rows.to(flat.device)].to(device))
     k_in = parts.input_layernorm(flat[visual_rows.to(flat.device)].to(device))
-    q = _project_heads(parts, q_in, parts.q_proj, parts.q_norm)  # [B, H, hd]
-    k = _project_heads(parts, k_in, parts.k_proj, parts.k_norm)  # [M, KV, hd]
+    return relevance_from_projections(
+        parts.q_proj(q_in),
+        parts.k_proj(k_in),
+        rows_per_sample=s,
+        query_rows=query_rows,
+        visual_rows=visual_rows,
+        segment=segment,
+        num_segments=num_segments,
+        parts=parts,
+        rotary=rotary,
+        scale=scale,
+    )
+
+
+def relevance_from_projections(
+    queries: Tensor,
+    keys: Tensor,
+    *,
+    rows_per_sample: int,
+    query_rows: Tensor,
+    visual_rows: Tensor,
+    segment: Tensor,
+    num_segments: int,
+    parts: AttentionParts,
+    rotary: tuple[Tensor, Tensor] | None,
+    scale: bool,
+) -> Tensor:
+    """:func:`last_token_relevance` from the scoring layer's query and key projections.
+
+    Args:
+        queries: the ``q_proj`` output of each sample's query row, ``[B, H * head_dim]``.
+        keys: the ``k_proj`` output of each visual row, ``[M, KV * head_dim]``.
+        rows_per_sample: ``S``, the sequence length the flat row indices refer to.
+        query_rows, visual_rows, segment, num_segments, parts, rotary, scale: as in
+            :func:`last_token_relevance`.
+
+    The runtime reads the projections the scoring layer computes in its own forward
+    (``halfv.scoring.ProjectionTap``) and passes their rows here, so the visual tokens
+    are not normed and projected a second time.
+    """
+    device = queries.device
+    q = _heads(parts, queries, parts.q_norm)  # [B, H, hd]
+    k = _heads(parts, keys.to(device), parts.k_norm)  # [M, KV, hd]
     if rotary is not None:
         cos, sin = rotary
         q_at, k_at = query_rows.to(cos.device), visual_rows.to(cos.device)
         q = apply_rotary(q, cos[q_at].to(device), sin[q_at].to(device))
         k = apply_rotary(k, cos[k_at].to(device), sin[k_at].to(device))
-    sample_of_row = visual_rows.to(device) // s
+    sample_of_row = visual_rows.to(device) // rows_per_sample
     logits = _logits(q, k, sample_of_row)  # [M, H] float32
     if scale:
         logits = logits * parts.scaling

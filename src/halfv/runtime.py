@@ -39,7 +39,7 @@ from halfv.errors import UnsupportedModelError
 from halfv.freeze import frozen_visual_forward
 from halfv.interfaces import AttentionParts, BackboneAdapter, IVRPolicy, SSRPolicy
 from halfv.plan import PrefillPlan, PruneStats, select_per_span
-from halfv.relevance import last_token_relevance
+from halfv.scoring import PendingScore, ProjectionTap
 from halfv.spans import find_visual_spans
 from halfv.stage_inputs import hidden_of, stage_kwargs, with_hidden
 from halfv.surgery import StageLayout, gather_rows, next_layout, remap_decode_mask
@@ -58,6 +58,8 @@ class _Call:
     decode_masks: dict[tuple[int, int], Tensor | None] = field(default_factory=dict)
     #: decode only: the mask objects behind ``decode_masks``' ids, kept alive for the step
     seen_masks: list[Any] = field(default_factory=list)
+    #: prefill only: a scoring layer whose projections are being tapped
+    pending: PendingScore | None = None
 
 
 class PruningRuntime:
@@ -96,6 +98,8 @@ class PruningRuntime:
         self._call: _Call | None = None
         self._plans: weakref.WeakKeyDictionary[Any, PrefillPlan] = weakref.WeakKeyDictionary()
         self._handles: list[RemovableHandle] = []
+        self.tap = ProjectionTap()
+        self.scoring_layers = self._scoring_layers()
         self._overrides: list[tuple[nn.Module, Any]] = []
         self.check_attention()
 
@@ -118,6 +122,7 @@ class PruningRuntime:
         self._handles.append(
             self.entry.register_forward_hook(self._on_exit, with_kwargs=True, always_call=True)
         )
+        self._handles += self.tap.install({i: self.parts[i] for i in self.scoring_layers})
         first = self.config.ivr_layer - 1  # the IVR scoring layer: nothing happens before it
         for idx, layer in enumerate(self.layers):
             if idx >= first:
@@ -190,6 +195,7 @@ class PruningRuntime:
         self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any
     ) -> None:
         call, self._call = self._call, None
+        self.tap.take()  # disarm; drop any tapped outputs
         if call is None or call.plan is None:
             return
         if call.mode == "decode":
@@ -229,6 +235,9 @@ class PruningRuntime:
             call.cache = cache_from_kwargs(kwargs)
             _check_cache(call.cache)
         hidden = hidden_of(args, kwargs)
+        if call.pending is not None:  # the scoring layer ran: its projections are tapped
+            plan.scores = call.pending.scores(self.tap.take())
+            call.pending = None
         if idx == cfg.ivr_layer:
             hidden = self._transition(idx, plan, hidden, self.ivr_policy, stage="ivr")
         if self.ssr_mode == "prune" and idx == cfg.ssr_layer:
@@ -236,15 +245,19 @@ class PruningRuntime:
         stage = max((s for s in plan.layouts if 0 < s <= idx), default=0)
         if stage:
             kwargs = stage_kwargs(stage, plan, kwargs)
-        if idx == cfg.ivr_layer - 1 and self.ivr_policy.needs_scores:
-            plan.scores = self._score(idx, plan, hidden, kwargs, rope=False)
-        if (
-            self.ssr_mode == "prune"
-            and idx == (cfg.ssr_layer or 0) - 1
-            and self.ssr_policy.needs_scores
-        ):
-            plan.scores = self._score(idx, plan, hidden, kwargs, rope=True)
+        if idx in self.scoring_layers:
+            call.pending = self._pending_score(idx, plan, hidden, kwargs)
+            self.tap.arm(idx)
         return with_hidden(hidden, args, kwargs)
+
+    def _scoring_layers(self) -> dict[int, bool]:
+        """``{layer: rope}`` of the layers whose relevance a later prune reads."""
+        cfg, layers = self.config, {}
+        if self.ivr_policy.needs_scores:
+            layers[cfg.ivr_layer - 1] = False
+        if self.ssr_mode == "prune" and self.ssr_policy.needs_scores:
+            layers[(cfg.ssr_layer or 0) - 1] = True
+        return layers
 
     def _decode_layer(
         self,
@@ -289,21 +302,21 @@ class PruningRuntime:
 
     # ------------------------------------------------------------------ scoring
     @torch.no_grad()
-    def _score(
-        self, idx: int, plan: PrefillPlan, hidden: Tensor, kwargs: dict[str, Any], rope: bool
-    ) -> Tensor:
+    def _pending_score(
+        self, idx: int, plan: PrefillPlan, hidden: Tensor, kwargs: dict[str, Any]
+    ) -> PendingScore:
         layout = plan.current_layout(idx)
         rows, segment = plan.visual_rows(layout)
         rotary = None
-        if rope:
+        if self.scoring_layers[idx]:  # the SSR pass scores with RoPE
             b, s = hidden.shape[:2]
             cos, sin = kwargs["position_embeddings"]
             rotary = (
                 cos.expand(b, -1, -1).reshape(b * s, -1),
                 sin.expand(b, -1, -1).reshape(b * s, -1),
             )
-        return last_token_relevance(
-            hidden,
+        return PendingScore(
+            hidden=hidden,
             query_rows=plan.query_rows(layout),
             visual_rows=rows,
             segment=segment,
