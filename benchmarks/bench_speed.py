@@ -338,6 +338,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--decode-repeats", type=int, default=2)
     fps: dict[str, Any] = {"nargs": 3, "type": int, "metavar": ("N", "K", "D")}
     p.add_argument("--fps-micro", **fps, default=[16384, 4096, 3584], help="FPS-alone case")
+    p.add_argument(
+        "--no-cudnn-attention",
+        action="store_true",
+        help="turn off cuDNN's SDPA backend (torch.backends.cuda.enable_cudnn_sdp(False))",
+    )
     p.add_argument("--device", default="cuda")
     p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
     p.add_argument("--out", type=Path, help="JSON file (benchmarks/results/speed.json)")
@@ -364,6 +369,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.cpu_smoke:  # tiny models: a second thread only adds synchronisation
         torch.set_num_threads(1)
+    if args.no_cudnn_attention:
+        torch.backends.cuda.enable_cudnn_sdp(False)
     if args.from_json is None:
         if args.device == "cuda" and not torch.cuda.is_available():
             bc.emit("CUDA is not available: run on a GPU, or use --cpu-smoke")
