@@ -256,18 +256,26 @@ def select_per_span(
     chosen: list[Tensor] = []
     for (n, k), members in groups.items():
         first = offsets[members[0]]
-        if all(offsets[g] == first + i * n for i, g in enumerate(members)):  # back to back
+        back_to_back = all(offsets[g] == first + i * n for i, g in enumerate(members))
+        if back_to_back:
             index = torch.arange(first, first + n * len(members), device=device).view(-1, n)
         else:  # a non-blocking copy of a few ints: no wait for the device
             starts = torch.tensor([offsets[g] for g in members]).to(device, non_blocking=True)
             index = starts[:, None] + torch.arange(n, device=device)
-        if scores is None:
-            group_scores = torch.zeros(index.shape, device=index.device)
-        else:
-            group_scores = scores[index.to(scores.device)]
-        group_features = (
-            None if features is None else features[index.to(features.device)].to(index.device)
+        rows = slice(first, first + n * len(members)) if back_to_back else None
+        group_scores = (
+            torch.zeros(index.shape, device=index.device)
+            if scores is None
+            else _rows_of(scores, index, rows)
         )
+        group_features = None if features is None else _rows_of(features, index, rows)
         local = policy.select(group_scores, group_features, k)
         chosen.append(index.gather(1, local.to(index.device)).reshape(-1))
     return torch.cat(chosen)
+
+
+def _rows_of(values: Tensor, index: Tensor, rows: slice | None) -> Tensor:
+    """``values[index]`` on ``index``'s device; a view when the rows are one slice."""
+    if rows is not None and values.device == index.device:
+        return values[rows].view(*index.shape, *values.shape[1:])
+    return values[index.to(values.device)].to(index.device)
