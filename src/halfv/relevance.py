@@ -109,8 +109,13 @@ def relevance_from_projections(
         queries: the ``q_proj`` output of each sample's query row, ``[B, H * head_dim]``.
         keys: the ``k_proj`` output of each visual row, ``[M, KV * head_dim]``.
         rows_per_sample: ``S``, the sequence length the flat row indices refer to.
-        query_rows, visual_rows, segment, num_segments, parts, rotary, scale: as in
-            :func:`last_token_relevance`.
+        query_rows: as in :func:`last_token_relevance`.
+        visual_rows: as in :func:`last_token_relevance`.
+        segment: as in :func:`last_token_relevance`.
+        num_segments: as in :func:`last_token_relevance`.
+        parts: the scoring layer's internals.
+        rotary: as in :func:`last_token_relevance`.
+        scale: as in :func:`last_token_relevance`.
 
     The runtime reads the projections the scoring layer computes in its own forward
     (``halfv.scoring.ProjectionTap``) and passes their rows here, so the visual tokens
