@@ -21,7 +21,6 @@ import copy
 import json
 import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,9 @@ from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VisionPat
 
 from halfv.zoo.patch_embed import use_linear_patch_embed
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # for the sibling bench_cpu
+import bench_cpu as bc
+
 CASES = {  # name: (embed dim, patches, backward, dtype of the module)
     "zoo-train": (256, 147_456, True, torch.float32),
     "7b-image": (1280, 16_384, False, torch.bfloat16),
@@ -39,23 +41,8 @@ CASES = {  # name: (embed dim, patches, backward, dtype of the module)
 
 
 def _time(fn: Callable[[], Any], device: torch.device, warmup: int, repeats: int) -> float:
-    for _ in range(warmup):
-        fn()
-    samples = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            torch.cuda.synchronize()
-            start.record()
-            fn()
-            end.record()
-            torch.cuda.synchronize()
-            samples.append(start.elapsed_time(end))
-        else:
-            t0 = time.perf_counter()
-            fn()
-            samples.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(samples)
+    """Median milliseconds (CUDA events on a GPU): ``bench_cpu.time_ms``."""
+    return statistics.median(bc.time_ms(fn, warmup, repeats, device.type == "cuda"))
 
 
 def run_case(

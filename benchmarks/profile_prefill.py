@@ -21,6 +21,7 @@ kernels, syncs, and the operators with the most host time.
     PYTHONPATH=src python benchmarks/profile_prefill.py --model qwen2.5-vl-7b --tokens 4096 \
         --out prefill-profile.json
     python benchmarks/profile_prefill.py --cpu-smoke --out /tmp/p.json    # tiny, CPU
+    python benchmarks/profile_prefill.py --report benchmarks/results/profile-qwen-4096-h100-v6.json
 """
 
 from __future__ import annotations
@@ -141,11 +142,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         with bc.attach(model, method):
             bc.time_ms(prefill, 2, 0, cuda)
             profiles[method] = profile_call(prefill, cuda)
-        p = profiles[method]
-        bc.emit(
-            f"profile {method}: {p['kernels']} kernels, GPU busy {p['busy_device_ms']:.2f} ms, "
-            f"host {p['host_ms']:.2f} ms, syncs {p['syncs']}, sync ops {p['sync_ops']}"
-        )
     result: dict[str, Any] = {
         "meta": {
             "model": args.model, "tokens": prompt["visual"],
@@ -219,7 +215,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--decode", type=int, default=0, help="also profile N greedy decode steps per method"
     )
     p.add_argument("--cpu-smoke", action="store_true", help="tiny model on the CPU, 2 rounds")
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--out", type=Path, help="where to write the result (JSON)")
+    p.add_argument("--report", type=Path, help="do not run: summarise this saved result")
     args = p.parse_args(argv)
     if args.cpu_smoke:
         args.device, args.dtype, args.tokens, args.rounds, args.calls = "cpu", "float32", 128, 2, 1
@@ -227,19 +224,74 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    result = run(args)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+#: aten ops whose kernels are GEMMs (the rest of the aten ops: elementwise, norms, copies)
+GEMM_OPS = ("aten::mm", "aten::bmm", "aten::addmm", "aten::matmul", "aten::linear")
+
+
+def paired(result: dict[str, Any]) -> dict[str, float]:
+    """Medians over rounds of each round's own ``halfv - ideal`` (ms) and ``ideal / halfv``."""
+    h, i = result["samples"].get("halfv"), result["samples"].get("ideal")
+    if not h or not i:
+        return {}
+    return {
+        "halfv_minus_ideal_ms": statistics.median(a - b for a, b in zip(h, i, strict=True)),
+        "speedup_share_of_ideal": statistics.median(b / a for a, b in zip(h, i, strict=True)),
+    }
+
+
+def kernel_breakdown(result: dict[str, Any]) -> dict[str, float]:
+    """Kernel time of the profiled halfv call minus the ideal one (ms): the FPS kernel,
+    GEMMs and every other aten op (self device time, so nothing is counted twice)."""
+    profiles = result.get("profiles", {})
+    if not {"halfv", "ideal"} <= profiles.keys():
+        return {}
+    a, b = profiles["halfv"]["ops"], profiles["ideal"]["ops"]
+
+    def delta(name: str) -> float:
+        get = lambda ops: ops.get(name, {}).get("self_device_us", 0.0)  # noqa: E731
+        return float(get(a) - get(b)) / 1e3
+
+    aten = [n for n in set(a) | set(b) if n.startswith("aten::")]
+    gemm = sum(delta(n) for n in aten if n in GEMM_OPS)
+    other = sum(delta(n) for n in aten if n not in GEMM_OPS)
+    fps = delta("fps_kernel")
+    return {"fps_kernel": fps, "gemm": gemm, "other_aten": other, "total": fps + gemm + other}
+
+
+def report(result: dict[str, Any]) -> None:
+    """Print the summary of a result: medians, paired figures, the kernel-time split and
+    the operators that differ most."""
     for method, s in result["summary"].items():
         ratio = s["ratio_to_unpruned"]
         shown = "-" if ratio is None else f"{ratio:.3f}"
         bc.emit(f"{method:<9} median {s['median_ms']:.2f} ms  min {s['min_ms']:.2f}  ratio {shown}")
+    for method, prof in result.get("profiles", {}).items():
+        bc.emit(
+            f"profile {method}: {prof['kernels']} kernels, GPU busy {prof['busy_device_ms']:.2f} "
+            f"ms, host syncs {prof['syncs']}, sync ops {prof['sync_ops']}"
+        )
+    for name, value in paired(result).items():
+        bc.emit(f"paired, median of rounds: {name} {value:.3f}")
+    for name, value in kernel_breakdown(result).items():
+        bc.emit(f"kernel time, halfv - ideal: {name} {value:.3f} ms")
     for kind, rows in result.get("halfv_minus_ideal", {}).items():
         bc.emit(f"halfv - ideal, {kind} time, largest differences:")
         for row in rows[:12]:
             bc.emit(f"  {row['delta_ms']:+8.3f} ms  {row['delta_count']:+5d}x  {row['op']}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.report is not None:
+        report(json.loads(args.report.read_text(encoding="utf-8")))
+        return 0
+    if args.out is None:
+        bc.emit("--out is required (or --report FILE to summarise a saved result)")
+        return 2
+    result = run(args)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    report(result)
     return 0
 
 

@@ -6,6 +6,7 @@ elsewhere (a GPU machine) without torch doing any work.
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,8 @@ def _cell(record: dict[str, Any] | None, scale: float = 1.0, digits: int = 1) ->
 
 
 def _prefill_rows(index: Index, model: str, counts: list[int]) -> list[str]:
-    head = ["visual N", *METHODS, "speed-up", "halfv - ideal", "FPS", "halfv_select", "relevance"]
+    head = ["visual N", *METHODS, "speed-up", "of ideal", "halfv - ideal", "FPS"]
+    head += ["halfv_select", "relevance"]
     lines = ["| " + " | ".join(head) + " |", "|---:" * len(head) + "|"]
     for n in counts:
         got = {m: index.get((model, n, m, "prefill_ms")) for m in METHODS}
@@ -41,9 +43,22 @@ def _prefill_rows(index: Index, model: str, counts: list[int]) -> list[str]:
             over = f"{paired['value']:.1f}"  # the median of the rounds' own differences
         micro = ("fps_ms", "halfv_select_ms", "relevance_ms")
         sel = [_cell(index.get((model, n, "selection", m)), digits=2) for m in micro]
-        cells = [str(n), *(_cell(got[m]) for m in METHODS), speed, over, *sel]
+        share = _share_of_ideal(paired, got["halfv"], got["ideal"])
+        cells = [str(n), *(_cell(got[m]) for m in METHODS), speed, share, over, *sel]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
+
+
+def _share_of_ideal(
+    paired: dict[str, Any] | None, halfv: dict[str, Any] | None, ideal: dict[str, Any] | None
+) -> str:
+    """halfv's speed-up as a share of the ideal one: the median of the rounds' own
+    ``ideal / halfv`` when the methods were timed in turn (``paired`` exists), else ``-``."""
+    if paired is None or not halfv or not ideal:
+        return "-"
+    rounds = zip(halfv.get("samples", []), ideal.get("samples", []), strict=True)
+    ratios = [i / h for h, i in rounds]
+    return f"{statistics.median(ratios):.1%}".replace("%", " %") if ratios else "-"
 
 
 def _other_rows(index: Index, model: str, counts: list[int]) -> list[str]:

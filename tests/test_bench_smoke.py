@@ -178,3 +178,25 @@ def test_profile_prefill_cpu_smoke(tmp_path: Path) -> None:
     # --decode: two generate calls per method, their difference per step
     assert set(result["decode"]) == {"unpruned", "halfv", "ideal"}
     assert result["decode"]["halfv"]["per_step"].keys() >= {"wall_ms", "host_ms", "kernels"}
+    # --report summarises a saved result: paired figures and the kernel-time split
+    split = script.kernel_breakdown(result)
+    assert split["total"] == pytest.approx(
+        split["fps_kernel"] + split["gemm"] + split["other_aten"]
+    )
+    pairs = script.paired(result)
+    halfv_t, ideal_t = result["samples"]["halfv"], result["samples"]["ideal"]
+    diffs = [a - b for a, b in zip(halfv_t, ideal_t, strict=True)]
+    assert len(diffs) == 2  # two rounds: their median is their mean
+    assert pairs["halfv_minus_ideal_ms"] == pytest.approx(sum(diffs) / 2)
+    assert script.main(["--report", str(out)]) == 0
+
+
+def test_patch_embed_benchmark_cpu(tmp_path: Path) -> None:
+    """``benchmarks/bench_patch_embed.py`` end to end on a few patches (so it cannot rot)."""
+    script = load_script("bench_patch_embed.py")
+    out = tmp_path / "pe.json"
+    argv = ["--device", "cpu", "--scale", "0.002", "--warmup", "0", "--repeats", "1"]
+    assert script.main([*argv, "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert {r["case"] for r in rows} == {"zoo-train", "7b-image"}
+    assert all(r["conv3d_ms"] > 0 and r["speedup"] > 0 for r in rows)

@@ -36,7 +36,7 @@ def test_logits_match_repeated_keys(batch: int, heads: int, kv_heads: int) -> No
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("batch", [1, 3])
-def test_cuda_half_logits_use_the_exact_product_gemm(batch: int) -> None:
+def test_cuda_half_logits_match_float64(batch: int) -> None:
     gen = torch.Generator().manual_seed(batch)
     q = torch.randn((batch, 28, 128), generator=gen).bfloat16()
     k = torch.randn((4096, 4, 128), generator=gen).bfloat16()

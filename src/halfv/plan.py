@@ -92,7 +92,6 @@ class PrefillPlan:
     stage_kwargs: dict[tuple[int, str, torch.device], object] = field(default_factory=dict)
     stage_of: tuple[int, ...] = ()  # per decoder layer: its stage start (0: unpruned)
     moved: dict[tuple[int, torch.device], StageLayout] = field(default_factory=dict)
-    rows_of: dict[int, tuple[Tensor, Tensor]] = field(default_factory=dict)  # by id(layout)
 
     @classmethod
     def build(
@@ -163,26 +162,11 @@ class PrefillPlan:
 
     # ------------------------------------------------------------------ selection
     def visual_rows(self, layout: StageLayout) -> tuple[Tensor, Tensor]:
-        """Flat row indices ``b*S+slot`` of a stage's visual slots and their span ids.
-
-        Computed once per layout. When the layout knows its number of real visual slots
-        (every layout the runtime builds does), no host sync: a stable sort lists the
-        marked slots in row-major order, like ``nonzero``.
-        """
-        key = id(layout)
-        if key not in self.rows_of:
-            real_visual = layout.visual & layout.valid
-            if layout.real_visual is None:
-                b_idx, slot = real_visual.nonzero(as_tuple=True)
-                rows = b_idx * layout.length + slot
-            else:
-                marked = real_visual.reshape(-1).to(torch.uint8)
-                order = torch.sort(marked, descending=True, stable=True).indices
-                rows = order[: layout.real_visual]
-                b_idx, slot = rows // layout.length, rows % layout.length
-            segment = self.span_id[b_idx, layout.orig_pos[b_idx, slot]]
-            self.rows_of[key] = (rows, segment)
-        return self.rows_of[key]
+        """Flat row indices ``b*S+slot`` of a stage's visual slots (built once per layout,
+        :attr:`StageLayout.visual_rows`) and their span ids."""
+        rows = layout.visual_rows
+        b_idx, slot = rows // layout.length, rows % layout.length
+        return rows, self.span_id[b_idx, layout.orig_pos[b_idx, slot]]
 
     def query_rows(self, layout: StageLayout) -> Tensor:
         """Flat row index of each sample's query token in a stage."""

@@ -337,7 +337,7 @@ class PruningRuntime:
     ) -> StageLayout:
         """Choose the survivors of a pruning layer; returns the new stage's layout."""
         layout = plan.current_layout(idx - 1)
-        rows, _ = plan.visual_rows(layout)
+        rows = layout.visual_rows
         b, s, d = hidden.shape
         features = None
         if policy.needs_features:

@@ -70,6 +70,19 @@ class StageLayout:
         return self.valid[:, None, None, :]
 
     @cached_property
+    def visual_rows(self) -> Tensor:
+        """``[M]`` flat row indices ``b * S + slot`` of the real visual slots, row-major.
+
+        Built once per layout. With :attr:`real_visual` known, a stable sort lists the
+        marked slots (no host sync); without it, ``nonzero`` (one sync).
+        """
+        marked = (self.visual & self.valid).reshape(-1)
+        if self.real_visual is None:
+            return marked.nonzero().squeeze(1)
+        order = torch.sort(marked.to(torch.uint8), descending=True, stable=True).indices
+        return order[: self.real_visual]
+
+    @cached_property
     def text_rows(self) -> tuple[Tensor, Tensor]:
         """``(rows, row_valid)``, each ``[B, Q]``: the real text slots of every sample.
 
