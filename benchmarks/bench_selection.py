@@ -28,12 +28,19 @@ CPU_CASES = [(576, 144, 256), (4096, 1024, 1024)]
 
 
 def _inputs(
-    n: int, dim: int, device: torch.device, dtype: torch.dtype
+    n: int, dim: int, device: torch.device, dtype: torch.dtype, clusters: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random scores and features; with ``clusters > 0`` the features are near-duplicates
+    of that many centres (noise 0.3 of the centre's scale), like neighbouring image patches,
+    instead of independent Gaussians (nearly orthogonal, every distance about 1)."""
     generator = torch.Generator().manual_seed(0)
-    features = torch.randn((1, n, dim), generator=generator).to(device=device, dtype=dtype)
+    features = torch.randn((1, n, dim), generator=generator)
+    if clusters > 0:
+        centres = torch.randn((clusters, dim), generator=generator)
+        owner = torch.randint(0, clusters, (n,), generator=generator)
+        features = centres[owner].unsqueeze(0) + 0.3 * features
     scores = torch.rand((1, n), generator=generator).to(device=device)
-    return scores, features
+    return scores, features.to(device=device, dtype=dtype)
 
 
 @pytest.mark.parametrize(("n", "k", "dim"), CPU_CASES, ids=str)
@@ -103,6 +110,18 @@ def main() -> None:
         action="store_true",
         help="CUDA: also time the Gram GEMM alone and the fused greedy loop at 2-32 warps",
     )
+    parser.add_argument(
+        "--compare-kernels",
+        action="store_true",
+        help="CUDA: time the one-pick and the two-candidate (default) loop kernels, each "
+        "right after a fresh Gram GEMM as in a prefill, and check they pick the same",
+    )
+    parser.add_argument(
+        "--clusters",
+        type=int,
+        default=0,
+        help="features near-duplicates of this many centres (0: independent Gaussians)",
+    )
     args = parser.parse_args()
     if torch.cuda.is_available():
         device, dtype, timer = torch.device("cuda"), torch.bfloat16, _time_cuda
@@ -111,19 +130,64 @@ def main() -> None:
         device, dtype, timer = torch.device("cpu"), torch.float32, _time_cpu
         n, k, dim = 4096, 1024, 1024
         _emit("CUDA not available: timing a smaller case on the CPU")
-    scores, features = _inputs(n, dim, device, dtype)
+    scores, features = _inputs(n, dim, device, dtype, args.clusters)
     cases: dict[str, Callable[[], torch.Tensor]] = {
         "fps": lambda: farthest_point_sampling(features, k),
         f"halfv_select(share={args.share})": lambda: halfv_select(scores, features, k, args.share),
     }
     name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
-    _emit(f"device={name} N={n} k={k} D={dim} dtype={dtype} torch={torch.__version__}")
+    _emit(
+        f"device={name} N={n} k={k} D={dim} dtype={dtype} clusters={args.clusters} "
+        f"torch={torch.__version__}"
+    )
     for label, fn in cases.items():
         times = timer(fn, args.warmup, args.repeats)
         median = statistics.median(times)
         _emit(f"{label:28s} median {median:9.2f} ms  ({median * 1e3 / k:7.2f} us/pick)  {times}")
     if args.sweep_warps and device.type == "cuda":
         _sweep_warps(features, k, args.warmup, args.repeats)
+    if args.compare_kernels and device.type == "cuda":
+        _compare_kernels(scores, features, k, args.share, args.warmup + args.repeats)
+
+
+def _compare_kernels(
+    scores: torch.Tensor, features: torch.Tensor, k: int, share: float, repeats: int
+) -> None:
+    """The FPS loop of ``halfv_select`` with each kernel, timed alone right after the Gram
+    GEMM that precedes it in a prefill (so the L2 cache holds what it would hold there)."""
+    from halfv.fps_kernel import greedy_on_gram_triton
+    from halfv.selection import _initial_distances, _raw_gram, anchor_count, topk_indices
+
+    b, n = scores.shape
+    seeds = topk_indices(scores, anchor_count(k, share))
+    picks: dict[bool, torch.Tensor] = {}
+    for speculate in (False, True):
+        times = []
+        for _ in range(repeats):
+            raw = _raw_gram(features)
+            if raw is None:
+                _emit("compare: this torch has no bmm(out_dtype=...) on CUDA")
+                return
+            gram, scale = raw
+            rows = torch.gather(gram, 1, seeds.unsqueeze(-1).expand(-1, -1, n))
+            sims = (rows * torch.gather(scale, 1, seeds).unsqueeze(-1) * scale.unsqueeze(1)).amax(1)
+            dist = _initial_distances((b, n), gram, seeds, sims)
+            out = torch.empty((b, k), dtype=torch.long, device=features.device)
+            out[:, : seeds.shape[1]] = seeds
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            greedy_on_gram_triton(gram, dist, out, seeds.shape[1], scale, speculate=speculate)
+            end.record()
+            torch.cuda.synchronize()
+            times.append(start.elapsed_time(end))
+            picks[speculate] = out
+        new = k - seeds.shape[1]
+        median = statistics.median(times[1:])  # the first call compiles
+        label = "two-candidate loop (default)" if speculate else "one-pick loop"
+        _emit(
+            f"{label:28s} median {median:9.3f} ms  ({median * 1e3 / new:6.3f} us/pick, {new} picks)"
+        )
+    _emit(f"same picks: {torch.equal(picks[False], picks[True])}")
 
 
 def _sweep_warps(features: torch.Tensor, k: int, warmup: int, repeats: int) -> None:

@@ -13,10 +13,17 @@ from halfv.fps_kernel import (
 )
 
 
-def _problem(b: int, n: int, k: int, seeds: int, device: str) -> tuple[torch.Tensor, ...]:
-    gen = torch.Generator().manual_seed(n + k + seeds)
+def _problem(
+    b: int, n: int, k: int, seeds: int, device: str, *, levels: int = 0
+) -> tuple[torch.Tensor, ...]:
+    """Cosine Gram matrix of random unit vectors; ``levels > 0`` rounds the similarities to
+    multiples of ``1 / levels``, so many distances tie exactly (the tie-break is tested)."""
+    gen = torch.Generator().manual_seed(n + k + seeds + levels)
     unit = torch.nn.functional.normalize(torch.randn(b, n, 48, generator=gen), dim=-1)
-    gram = (unit @ unit.transpose(1, 2)).to(device)
+    gram = unit @ unit.transpose(1, 2)
+    if levels:
+        gram = (gram * levels).round() / levels
+    gram = gram.to(device)
     min_dist = torch.full((b, n), 2.0, device=device)
     out = torch.zeros((b, k), dtype=torch.long, device=device)
     for i in range(seeds):
@@ -45,13 +52,25 @@ def test_dispatch_uses_reference_on_cpu() -> None:
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not triton_available(), reason="needs CUDA and Triton")
+@pytest.mark.parametrize("speculate", [True, False], ids=["two-candidate", "one-pick"])
 @pytest.mark.parametrize(
-    ("b", "n", "k", "seeds"), [(1, 1000, 250, 0), (2, 4096, 1024, 102), (1, 3, 3, 1)]
+    ("b", "n", "k", "seeds", "levels"),
+    [
+        (1, 1000, 250, 0, 0),
+        (2, 4096, 1024, 102, 0),
+        (1, 3, 3, 1, 0),
+        (1, 2, 2, 0, 0),
+        (2, 777, 777, 5, 4),  # every token, coarse ties
+        (3, 300, 200, 0, 16),
+        (1, 5000, 1300, 130, 64),
+    ],
 )
-def test_triton_kernel_equals_reference(b: int, n: int, k: int, seeds: int) -> None:
-    gram, min_dist, out = _problem(b, n, k, seeds, "cuda")
+def test_triton_kernel_equals_reference(
+    b: int, n: int, k: int, seeds: int, *, levels: int, speculate: bool
+) -> None:
+    gram, min_dist, out = _problem(b, n, k, seeds, "cuda", levels=levels)
     expected = greedy_on_gram_torch(gram, min_dist.clone(), out.clone(), seeds)
-    got = greedy_on_gram_triton(gram, min_dist.clone(), out.clone(), seeds)
+    got = greedy_on_gram_triton(gram, min_dist.clone(), out.clone(), seeds, speculate=speculate)
     assert torch.equal(got, expected)
 
 
@@ -85,5 +104,8 @@ def test_triton_kernel_applies_the_scale(b: int, n: int, k: int) -> None:
     out = torch.zeros((b, k), dtype=torch.long, device="cuda")
     expected = greedy_on_gram_torch(gram, min_dist.clone(), out.clone(), 0, scale)
     for warps in (4, 8, 16):
-        got = greedy_on_gram_triton(gram, min_dist.clone(), out.clone(), 0, scale, num_warps=warps)
-        assert torch.equal(got, expected), warps
+        for speculate in (True, False):
+            got = greedy_on_gram_triton(
+                gram, min_dist.clone(), out.clone(), 0, scale, num_warps=warps, speculate=speculate
+            )
+            assert torch.equal(got, expected), (warps, speculate)

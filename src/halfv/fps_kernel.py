@@ -3,9 +3,11 @@
 The greedy loop of FPS is sequential: pick ``argmax(min_dist)``, read that token's row of
 cosine similarities, lower ``min_dist``, repeat. Issued from Python as ~5 tensor ops per
 pick, it is bound by launch latency (the first H100 run spent 55 ms on 1024 picks out of
-4096 tokens; see ``benchmarks/results/speed-h100-v1.log``). The Triton kernel below runs
-the whole loop in one launch, one program per sample, with ``min_dist`` held in registers:
-each pick costs one row read and one block-wide argmax.
+4096 tokens; see ``benchmarks/results/speed-h100-v1.log``). The Triton kernels of
+:mod:`halfv._fps_triton` run the whole loop in one launch, one program per sample, with
+``min_dist`` held in registers: a step costs one block-wide reduction and one row read,
+and the default kernel often makes two exact picks per step (the runner-up is taken when
+the first pick leaves its distance unchanged).
 
 Both :func:`greedy_on_gram_torch` (any device, the reference) and
 :func:`greedy_on_gram_triton` (CUDA + Triton) take the same Gram matrix and return the
@@ -21,7 +23,6 @@ sums: faster than TF32 and no rounding of the inputs) without a pass that rewrit
 from __future__ import annotations
 
 import functools
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -77,48 +78,6 @@ def greedy_on_gram_torch(
     return out
 
 
-@functools.cache
-def _kernel() -> Any:
-    import triton
-    import triton.language as tl
-
-    @triton.jit  # type: ignore[untyped-decorator]
-    def fps_kernel(  # type: ignore[no-untyped-def]  # noqa: PLR0917 (a kernel takes positionals)
-        gram_ptr,
-        dist_ptr,
-        out_ptr,
-        scale_ptr,
-        n,
-        k,
-        start,
-        stride_gb,
-        stride_gr,
-        stride_db,
-        stride_ob,
-        stride_sb,
-        BLOCK: tl.constexpr,
-        HAS_SCALE: tl.constexpr,
-    ):
-        b = tl.program_id(0).to(tl.int64)
-        offs = tl.arange(0, BLOCK)
-        valid = offs < n
-        dist = tl.load(dist_ptr + b * stride_db + offs, mask=valid, other=-float("inf"))
-        if HAS_SCALE:
-            scale = tl.load(scale_ptr + b * stride_sb + offs, mask=valid, other=0.0)
-        for i in range(start, k):
-            idx = tl.argmax(dist, axis=0, tie_break_left=True)
-            tl.store(out_ptr + b * stride_ob + i, idx.to(tl.int64))
-            row_ptr = gram_ptr + b * stride_gb + idx.to(tl.int64) * stride_gr
-            row = tl.load(row_ptr + offs, mask=valid, other=0.0)
-            if HAS_SCALE:
-                row = row * tl.load(scale_ptr + b * stride_sb + idx) * scale
-            cand = 1.0 - row
-            dist = tl.where(cand < dist, cand, dist)  # NaN compares false: like fmin
-            dist = tl.where(offs == idx, -float("inf"), dist)
-
-    return fps_kernel
-
-
 def default_num_warps(n: int) -> int:
     """Warps of the fused kernel for ``n`` tokens: 8 distances per thread, 4 to 32 warps.
 
@@ -139,19 +98,24 @@ def greedy_on_gram_triton(
     scale: Tensor | None = None,
     *,
     num_warps: int | None = None,
+    speculate: bool = True,
 ) -> Tensor:
     """Same contract as :func:`greedy_on_gram_torch`, in one fused CUDA launch.
 
-    ``num_warps`` overrides :func:`default_num_warps` (for tuning).
+    ``num_warps`` overrides :func:`default_num_warps` (for tuning). ``speculate=False``
+    runs the one-pick-per-step kernel instead of the default two-candidate one (same
+    picks; kept to measure against, see ``benchmarks/bench_selection.py``).
     """
     import triton
 
+    from halfv import _fps_triton
+
     b, n = min_dist.shape
-    block = triton.next_power_of_2(n)
     gram = gram.contiguous()
     dist = min_dist.contiguous()
     scale_arg = dist if scale is None else scale.contiguous()
-    _kernel()[(b,)](
+    kernel = _fps_triton.speculative_kernel if speculate else _fps_triton.greedy_kernel
+    args = (
         gram,
         dist,
         out,
@@ -164,8 +128,13 @@ def greedy_on_gram_triton(
         dist.stride(0),
         out.stride(0),
         scale_arg.stride(0),
-        BLOCK=block,
-        HAS_SCALE=scale is not None,
+    )
+    _fps_triton.launch(
+        kernel,
+        (b,),
+        args,
+        block=triton.next_power_of_2(n),
+        has_scale=scale is not None,
         num_warps=num_warps or default_num_warps(n),
     )
     return out

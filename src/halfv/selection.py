@@ -158,7 +158,9 @@ def _raw_gram(features: Tensor) -> tuple[Tensor, Tensor] | None:
     if not (features.is_cuda and half and bmm_out_dtype_works(features.device.type)):
         return None
     gram = torch.bmm(features, features.transpose(1, 2), out_dtype=torch.float32)
-    norms = torch.linalg.vector_norm(features.float(), dim=-1)
+    # the diagonal holds the squared norms, summed like every other entry: no float32
+    # copy of the [B, N, D] features and no separate norm pass
+    norms = gram.diagonal(dim1=1, dim2=2).sqrt()
     return gram, norms.clamp_min(_NORM_EPS).reciprocal()
 
 
