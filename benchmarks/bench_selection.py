@@ -183,7 +183,7 @@ def _compare_kernels(
             picks[speculate] = out
         new = k - seeds.shape[1]
         median = statistics.median(times[1:])  # the first call compiles
-        label = "two-candidate loop (default)" if speculate else "one-pick loop"
+        label = "two-candidate loop" if speculate else "one-pick loop"
         _emit(
             f"{label:28s} median {median:9.3f} ms  ({median * 1e3 / new:6.3f} us/pick, {new} picks)"
         )

@@ -28,6 +28,23 @@ def cache_from_kwargs(kwargs: dict[str, Any]) -> Any:
     return found if found is not None else kwargs.get("past_key_values")
 
 
+def check_dynamic_cache(cache: Any) -> None:
+    """Refuse a KV cache other than a ``DynamicCache`` (``None`` passes)."""
+    if cache is None:
+        return
+    from transformers.cache_utils import DynamicCache
+
+    from halfv.errors import UnsupportedModelError
+
+    if not isinstance(cache, DynamicCache):
+        msg = (
+            f"halfv needs a DynamicCache (per-layer caches of different lengths), got "
+            f"{type(cache).__name__}; call generate(..., cache_implementation='dynamic') "
+            "or leave the cache argument unset"
+        )
+        raise UnsupportedModelError(msg)
+
+
 def cache_from_output(output: Any) -> Any:
     """The KV cache a model output carries, read without the deprecated alias."""
     return getattr(output, cache_kwarg(), None)

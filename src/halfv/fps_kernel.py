@@ -37,6 +37,11 @@ __all__ = [
 
 #: Largest span the fused kernel keeps in registers (one program per sample).
 MAX_KERNEL_TOKENS = 32768
+#: Largest span the two-candidate kernel is used for. Its steps read two rows, and one SM
+#: reads a long row slowly: on an H100 (``bench_selection.py --compare-kernels``) it took
+#: 1.29 instead of 1.41 ms for 922 picks of 4096 tokens, but 11.4 instead of 11.1 ms for
+#: 3687 picks of 16384.
+SPECULATE_MAX_TOKENS = 8192
 
 
 @functools.cache
@@ -98,13 +103,13 @@ def greedy_on_gram_triton(
     scale: Tensor | None = None,
     *,
     num_warps: int | None = None,
-    speculate: bool = True,
+    speculate: bool | None = None,
 ) -> Tensor:
     """Same contract as :func:`greedy_on_gram_torch`, in one fused CUDA launch.
 
-    ``num_warps`` overrides :func:`default_num_warps` (for tuning). ``speculate=False``
-    runs the one-pick-per-step kernel instead of the default two-candidate one (same
-    picks; kept to measure against, see ``benchmarks/bench_selection.py``).
+    ``num_warps`` overrides :func:`default_num_warps` (for tuning). ``speculate`` picks
+    the two-candidate kernel (``True``) or the one-pick kernel (``False``); both give the
+    same picks. ``None`` takes the two-candidate one up to :data:`SPECULATE_MAX_TOKENS`.
     """
     import triton
 
@@ -114,6 +119,8 @@ def greedy_on_gram_triton(
     gram = gram.contiguous()
     dist = min_dist.contiguous()
     scale_arg = dist if scale is None else scale.contiguous()
+    if speculate is None:
+        speculate = n <= SPECULATE_MAX_TOKENS
     kernel = _fps_triton.speculative_kernel if speculate else _fps_triton.greedy_kernel
     args = (
         gram,

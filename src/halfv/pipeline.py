@@ -184,6 +184,18 @@ class PruningHandle:
         return self._live().decode_steps
 
     @property
+    def decode_without_cudnn(self) -> bool:
+        """Whether pruned decode steps on CUDA run SDPA without its cuDNN backend (default
+        True: cuDNN builds an execution graph for every new KV length, and a pruned
+        model's cache has several; see :mod:`halfv.sdpa_backends`). Set it to False to
+        leave the backend choice to PyTorch."""
+        return self._live().decode_without_cudnn
+
+    @decode_without_cudnn.setter
+    def decode_without_cudnn(self, value: bool) -> None:
+        self._live().decode_without_cudnn = bool(value)
+
+    @property
     def active(self) -> bool:
         """False once removed."""
         return self._runtime is not None

@@ -134,6 +134,12 @@ class PrefillPlan:
             visual[g.sample] += kept
         return counts, visual
 
+    @property
+    def shortens_cache(self) -> bool:
+        """Whether some stage holds fewer slots than the prompt (its layers' KV caches are
+        then shorter than the unpruned layers'); False at a keep ratio of 1.0."""
+        return any(layout.length < self.prompt_len for layout in self.layouts.values())
+
     # ------------------------------------------------------------------ stage lookup
     def layout_at(self, layer: int) -> StageLayout | None:
         """Layout of the stage that ``layer`` belongs to (``None`` before any prune)."""

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -32,7 +33,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
-from halfv._compat import cache_from_kwargs
+from halfv._compat import cache_from_kwargs, check_dynamic_cache
 from halfv.config import PruningConfig
 from halfv.devices import module_device
 from halfv.errors import UnsupportedModelError
@@ -40,6 +41,7 @@ from halfv.freeze import frozen_visual_forward
 from halfv.interfaces import AttentionParts, BackboneAdapter, IVRPolicy, SSRPolicy
 from halfv.plan import PrefillPlan, PruneStats, select_per_span
 from halfv.scoring import PendingScore, ProjectionTap
+from halfv.sdpa_backends import decode_backends_without_cudnn
 from halfv.spans import find_visual_spans
 from halfv.stage_inputs import hidden_of, stage_kwargs, with_hidden
 from halfv.surgery import StageLayout, gather_rows, next_layout, remap_decode_mask
@@ -60,6 +62,8 @@ class _Call:
     seen_masks: list[Any] = field(default_factory=list)
     #: prefill only: a scoring layer whose projections are being tapped
     pending: PendingScore | None = None
+    #: decode only: the SDPA backend context entered for this step (halfv.sdpa_backends)
+    backends: AbstractContextManager[None] | None = None
 
 
 class PruningRuntime:
@@ -92,6 +96,8 @@ class PruningRuntime:
         self.visual_ids = adapter.visual_token_ids(model)
         self.entry = adapter.entry_module(model)
         self.enabled = True
+        #: run pruned decode steps without cuDNN attention (see halfv.sdpa_backends)
+        self.decode_without_cudnn = True
         self._stats_plan: PrefillPlan | None = None
         self._stats: PruneStats | None = None
         self.decode_steps = 0
@@ -181,6 +187,10 @@ class PruningRuntime:
             plan = self._plans.get(cache)
             if plan is not None:
                 call.mode, call.plan, call.cache = "decode", plan, cache
+                if self.decode_without_cudnn and plan.shortens_cache:
+                    call.backends = decode_backends_without_cudnn(input_ids.device)
+                    if call.backends is not None:
+                        call.backends.__enter__()
             return
         spans = find_visual_spans(input_ids, self.visual_ids)
         if not spans.any:
@@ -196,6 +206,8 @@ class PruningRuntime:
     ) -> None:
         call, self._call = self._call, None
         self.tap.take()  # disarm; drop any tapped outputs
+        if call is not None and call.backends is not None:
+            call.backends.__exit__(None, None, None)
         if call is None or call.plan is None:
             return
         if call.mode == "decode":
@@ -233,7 +245,7 @@ class PruningRuntime:
         cfg = self.config
         if call.cache is None:
             call.cache = cache_from_kwargs(kwargs)
-            _check_cache(call.cache)
+            check_dynamic_cache(call.cache)
         hidden = hidden_of(args, kwargs)
         if call.pending is not None:  # the scoring layer ran: its projections are tapped
             plan.scores = call.pending.scores(self.tap.take())
@@ -381,17 +393,3 @@ class PruningRuntime:
             plan = self._stats_plan
             self._stats = plan.prune_stats(len(self.layers), self.ssr_mode, frozen_from)
         return self._stats
-
-
-def _check_cache(cache: Any) -> None:
-    if cache is None:
-        return
-    from transformers.cache_utils import DynamicCache
-
-    if not isinstance(cache, DynamicCache):
-        msg = (
-            f"halfv needs a DynamicCache (per-layer caches of different lengths), got "
-            f"{type(cache).__name__}; call generate(..., cache_implementation='dynamic') "
-            "or leave the cache argument unset"
-        )
-        raise UnsupportedModelError(msg)
