@@ -5,9 +5,9 @@ cosine similarities, lower ``min_dist``, repeat. Issued from Python as ~5 tensor
 pick, it is bound by launch latency (the first H100 run spent 55 ms on 1024 picks out of
 4096 tokens; see ``benchmarks/results/speed-h100-v1.log``). The Triton kernels of
 :mod:`halfv._fps_triton` run the whole loop in one launch, one program per sample, with
-``min_dist`` held in registers: a step costs one block-wide reduction and one row read,
-and the default kernel often makes two exact picks per step (the runner-up is taken when
-the first pick leaves its distance unchanged).
+``min_dist`` held in registers: a step costs one block-wide reduction and one row read.
+Up to :data:`SPECULATE_MAX_TOKENS` tokens the two-candidate kernel often makes two exact
+picks per step (the runner-up is taken when the first pick leaves its distance unchanged).
 
 Both :func:`greedy_on_gram_torch` (any device, the reference) and
 :func:`greedy_on_gram_triton` (CUDA + Triton) take the same Gram matrix and return the
