@@ -156,24 +156,14 @@ def _compare_kernels(
     """The FPS loop of ``halfv_select`` with each kernel, timed alone right after the Gram
     GEMM that precedes it in a prefill (so the L2 cache holds what it would hold there)."""
     from halfv.fps_kernel import greedy_on_gram_triton
-    from halfv.selection import _initial_distances, _raw_gram, anchor_count, topk_indices
+    from halfv.selection import _gram_loop_inputs, anchor_count, topk_indices
 
-    b, n = scores.shape
     seeds = topk_indices(scores, anchor_count(k, share))
     picks: dict[bool, torch.Tensor] = {}
     for speculate in (False, True):
         times = []
         for _ in range(repeats):
-            raw = _raw_gram(features)
-            if raw is None:
-                _emit("compare: this torch has no bmm(out_dtype=...) on CUDA")
-                return
-            gram, scale = raw
-            rows = torch.gather(gram, 1, seeds.unsqueeze(-1).expand(-1, -1, n))
-            sims = (rows * torch.gather(scale, 1, seeds).unsqueeze(-1) * scale.unsqueeze(1)).amax(1)
-            dist = _initial_distances((b, n), gram, seeds, sims)
-            out = torch.empty((b, k), dtype=torch.long, device=features.device)
-            out[:, : seeds.shape[1]] = seeds
+            gram, scale, dist, out = _gram_loop_inputs(features, k, seeds)
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
             greedy_on_gram_triton(gram, dist, out, seeds.shape[1], scale, speculate=speculate)

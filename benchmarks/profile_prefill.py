@@ -239,8 +239,8 @@ def paired(result: dict[str, Any]) -> dict[str, float]:
     }
 
 
-#: names the FPS loop's Triton kernel had in the profiles (``fps_kernel`` up to v7)
-FPS_KERNELS = ("fps_kernel", "greedy_kernel", "speculative_kernel")
+#: names the FPS loop's Triton kernel had in the profiles (``speculative_kernel`` in the v8 profile)
+FPS_KERNELS = ("fps_kernel", "speculative_kernel")
 
 
 def kernel_breakdown(result: dict[str, Any]) -> dict[str, float]:

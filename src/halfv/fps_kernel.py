@@ -6,8 +6,8 @@ pick, it is bound by launch latency (the first H100 run spent 55 ms on 1024 pick
 4096 tokens; see ``benchmarks/results/speed-h100-v1.log``). The Triton kernels of
 :mod:`halfv._fps_triton` run the whole loop in one launch, one program per sample, with
 ``min_dist`` held in registers: a step costs one block-wide reduction and one row read.
-Up to :data:`SPECULATE_MAX_TOKENS` tokens the two-candidate kernel often makes two exact
-picks per step (the runner-up is taken when the first pick leaves its distance unchanged).
+(An opt-in two-candidate step makes up to two exact picks per step; see
+:func:`greedy_on_gram_triton`.)
 
 Both :func:`greedy_on_gram_torch` (any device, the reference) and
 :func:`greedy_on_gram_triton` (CUDA + Triton) take the same Gram matrix and return the
@@ -37,11 +37,6 @@ __all__ = [
 
 #: Largest span the fused kernel keeps in registers (one program per sample).
 MAX_KERNEL_TOKENS = 32768
-#: Largest span the two-candidate kernel is used for. Its steps read two rows, and one SM
-#: reads a long row slowly: on an H100 (``bench_selection.py --compare-kernels``) it took
-#: 1.29 instead of 1.41 ms for 922 picks of 4096 tokens, but 11.4 instead of 11.1 ms for
-#: 3687 picks of 16384.
-SPECULATE_MAX_TOKENS = 8192
 
 
 @functools.cache
@@ -103,13 +98,17 @@ def greedy_on_gram_triton(
     scale: Tensor | None = None,
     *,
     num_warps: int | None = None,
-    speculate: bool | None = None,
+    speculate: bool = False,
 ) -> Tensor:
     """Same contract as :func:`greedy_on_gram_torch`, in one fused CUDA launch.
 
-    ``num_warps`` overrides :func:`default_num_warps` (for tuning). ``speculate`` picks
-    the two-candidate kernel (``True``) or the one-pick kernel (``False``); both give the
-    same picks. ``None`` takes the two-candidate one up to :data:`SPECULATE_MAX_TOKENS`.
+    ``num_warps`` overrides :func:`default_num_warps` (for tuning). ``speculate=True``
+    takes up to two picks per step (same picks). It is not the default: on an H100 it was
+    slower at every size measured (``benchmarks/results/selection-h100-v9-merged-kernel.log``:
+    1.29 against 1.11 ms for 922 picks of 4096 tokens, 11.9 against 10.7 ms for 3687 of
+    16384), because one SM reads the second row no faster than it would read it in the
+    next step. It is kept, tested, for a loop spread over several SMs, where one saved
+    step would also save a grid-wide exchange.
     """
     import triton
 
@@ -119,9 +118,6 @@ def greedy_on_gram_triton(
     gram = gram.contiguous()
     dist = min_dist.contiguous()
     scale_arg = dist if scale is None else scale.contiguous()
-    if speculate is None:
-        speculate = n <= SPECULATE_MAX_TOKENS
-    kernel = _fps_triton.speculative_kernel if speculate else _fps_triton.greedy_kernel
     args = (
         gram,
         dist,
@@ -137,11 +133,11 @@ def greedy_on_gram_triton(
         scale_arg.stride(0),
     )
     _fps_triton.launch(
-        kernel,
         (b,),
         args,
         block=triton.next_power_of_2(n),
         has_scale=scale is not None,
+        speculate=speculate,
         num_warps=num_warps or default_num_warps(n),
     )
     return out

@@ -186,6 +186,16 @@ def _initial_distances(
 
 def _fps_on_gram(features: Tensor, k: int, seeds: Tensor | None) -> Tensor:
     """FPS through a precomputed Gram matrix; on CUDA the loop is one fused kernel."""
+    gram, scale, min_dist, out = _gram_loop_inputs(features, k, seeds)
+    n_seeds = 0 if seeds is None else seeds.shape[1]
+    return greedy_on_gram(gram, min_dist, out, n_seeds, scale=scale)
+
+
+def _gram_loop_inputs(
+    features: Tensor, k: int, seeds: Tensor | None
+) -> tuple[Tensor, Tensor | None, Tensor, Tensor]:
+    """What the greedy loop starts from: ``(gram, scale, min_dist, out)``, with the seeds
+    already in ``out`` and their distances in ``min_dist`` (see :mod:`halfv.fps_kernel`)."""
     b, n, _ = features.shape
     n_seeds = 0 if seeds is None else seeds.shape[1]
     raw = _raw_gram(features)
@@ -203,7 +213,7 @@ def _fps_on_gram(features: Tensor, k: int, seeds: Tensor | None) -> Tensor:
     out = torch.empty((b, k), dtype=torch.long, device=features.device)
     if seeds is not None:
         out[:, :n_seeds] = seeds
-    return greedy_on_gram(gram, min_dist, out, n_seeds, scale=scale)
+    return gram, scale, min_dist, out
 
 
 def _fps_from_seeds(features: Tensor, k: int, seeds: Tensor | None) -> Tensor:
