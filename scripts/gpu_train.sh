@@ -29,7 +29,10 @@
 # MINUTES per family (1.3), BATCH (64), LR (1e-3), LORA rank (8), EVAL_LIMIT (500), WORKERS (8),
 # PARALLEL (0; 1 trains the families at the same time), CKPT_ROOT (src/halfv/zoo/checkpoints),
 # QWEN_WINDOW (336 px: 4 attention windows per image instead of 36, far fewer kernels),
-# DEVICE (cuda), HALFV_STAGE (~/halfv-stage), HALFV_SITE (/tmp/site).
+# DEVICE (cuda), HALFV_STAGE (~/halfv-stage), HALFV_SITE (/tmp/site), PROBE (answer-probe
+# loss weight, 0 = none), GRAD_CKPT (set: gradient checkpointing, so four runs fit one
+# H100), INIT_ROOT (continue each family from $INIT_ROOT/<family>, e.g. in a second call),
+# PROBE_ONLY (set: train the tower on the probe's loss alone, no LM pass; use EVAL_LIMIT=0).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -51,8 +54,9 @@ train_one() {
       --lr "${LR:-1e-3}" --lora-rank "${LORA:-8}" --seed 0 --data easyvqa,synthetic \
       --lm-dtype bfloat16 --qwen-window-size "${QWEN_WINDOW:-336}" \
       --eval-limit "${EVAL_LIMIT:-500}" --num-workers "${WORKERS:-8}" --log-every 50 \
-      --out "$ckpt" || return 1
-  tar -C "$CKPT_ROOT" -cf "$OUT/$fam.tar" "$fam"
+      --probe-weight "${PROBE:-0}" ${GRAD_CKPT:+--grad-checkpointing} ${PROBE_ONLY:+--probe-only} \
+      ${INIT_ROOT:+--init-from "$INIT_ROOT/$fam"} --out "$ckpt" || return 1
+  tar -C "$CKPT_ROOT" --exclude=probe.safetensors -cf "$OUT/$fam.tar" "$fam"
   ls -l "$ckpt" "$OUT/$fam.tar"
 }
 failed=()

@@ -31,6 +31,7 @@ import torch
 
 from halfv.data import DATASETS
 from halfv.zoo import FAMILIES, VisionSize, save_trained
+from halfv.zoo.answer_probe import save_probe
 from halfv.zoo.training import TrainConfig, TrainResult, finish, train
 
 
@@ -58,6 +59,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
     p.add_argument("--grad-checkpointing", action="store_true")
     p.add_argument(
+        "--probe-weight",
+        type=float,
+        default=0.0,
+        help="weight of the answer probe's loss (halfv.zoo.answer_probe; 0 = no probe)",
+    )
+    p.add_argument(
+        "--probe-only",
+        action="store_true",
+        help="train the vision tower and projector on the probe's loss alone (no LM pass)",
+    )
+    p.add_argument(
+        "--init-from",
+        type=Path,
+        default=None,
+        help="continue from this checkpoint folder (same family, vision size and LoRA rank)",
+    )
+    p.add_argument(
         "--lm-dtype",
         choices=("float32", "bfloat16"),
         default=None,
@@ -81,6 +99,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _lineage(cfg: TrainConfig) -> list[str]:
+    """Card lines naming the run a continued checkpoint started from."""
+    if not cfg.init_from:
+        return []
+    folder = Path(cfg.init_from)
+    config = json.loads((folder / "config.json").read_text())
+    card = (folder / "card.md").read_text() if (folder / "card.md").is_file() else ""
+    earlier = card.split("```bash\n", 1)[1].split("\n```", 1)[0] if "```bash" in card else "?"
+    before = [line for line in card.splitlines() if line.startswith("- Continued from")]
+    return [
+        (
+            f"- Continued from a checkpoint of {config.get('steps_total', config.get('steps'))} "
+            f"steps, trained with `{earlier}`."
+        ),
+        *(line.replace("- Continued from", "  - which continued from", 1) for line in before),
+    ]
+
+
 def _card(cfg: TrainConfig, res: TrainResult, command: str, weights: Path) -> str:
     import transformers
 
@@ -98,6 +134,14 @@ def _card(cfg: TrainConfig, res: TrainResult, command: str, weights: Path) -> st
         else "none"
     )
     v = cfg.vision
+    probe = (
+        f"; answer probe (halfv.zoo.answer_probe) loss weight {cfg.probe_weight}, "
+        "not part of the checkpoint"
+        if cfg.probe_weight
+        else ""
+    )
+    if cfg.probe_only:
+        probe += "; probe loss only (the LM did not run)"
     window = f", window {v.qwen_window_size} px" if cfg.family == "qwen2_5_vl" else ""
     device = (
         torch.cuda.get_device_name()
@@ -124,8 +168,9 @@ def _card(cfg: TrainConfig, res: TrainResult, command: str, weights: Path) -> st
         (
             f"- Steps: {res.steps_done} of {cfg.steps} at batch {cfg.batch_size}, AdamW lr "
             f"{cfg.lr} (warmup {cfg.warmup}, cosine), seed {cfg.seed}, {res.seconds:.0f} s "
-            f"on {device}."
+            f"on {device}{probe}."
         ),
+        *_lineage(cfg),
         (
             f"- Software: python {platform.python_version()}, torch {torch.__version__}, "
             f"transformers {transformers.__version__}."
@@ -157,6 +202,13 @@ def _card(cfg: TrainConfig, res: TrainResult, command: str, weights: Path) -> st
     return "\n".join(lines)
 
 
+def _earlier_steps(cfg: TrainConfig) -> int:
+    if not cfg.init_from:
+        return 0
+    config = json.loads((Path(cfg.init_from) / "config.json").read_text())
+    return int(config.get("steps_total", config.get("steps", 0)))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the training, write the checkpoint and print a summary."""
     args = parse_args(argv)
@@ -183,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
         num_workers=args.num_workers,
         grad_checkpointing=args.grad_checkpointing,
         lm_dtype=args.lm_dtype,
+        probe_weight=args.probe_weight,
+        probe_only=args.probe_only,
+        init_from=str(args.init_from) if args.init_from else None,
         vision=VisionSize(
             args.vision_hidden,
             args.vision_layers,
@@ -198,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     extra: dict[str, Any] = {
         "seed": cfg.seed,
         "steps": res.steps_done,
+        "steps_total": res.steps_done + _earlier_steps(cfg),
         "datasets": list(cfg.datasets),
     }
     weights = save_trained(
@@ -209,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
         lora_alpha=cfg.lora_alpha,
         extra=extra,
     )
+    if res.probe is not None:
+        save_probe(res.probe, args.out)
     res = finish(res, cfg)
     res.metrics["steps_done"] = res.steps_done
     res.metrics["seconds"] = round(res.seconds, 1)

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors.torch import load_file
 
 from halfv.data import VQAItem, load_split
 from halfv.zoo import (
@@ -32,6 +33,7 @@ from halfv.zoo import (
     save_trained,
 )
 from halfv.zoo import smollm2 as smol
+from halfv.zoo.answer_probe import PROBE_NAME
 from halfv.zoo.checkpoint import (
     MAX_FILE_BYTES,
     SCHEDULE_NAME,
@@ -327,7 +329,7 @@ def test_save_load_roundtrip(smollm2: tuple[Any, Any], tmp_path: Path) -> None:
     )
 
 
-@pytest.mark.slow  # ~40 s alone on 2 idle cores: two fwd/bwd passes of a 135M LM over 600 tokens
+@pytest.mark.slow  # ~55 s: 2-step runs of a 135M LM: plain, continued with the probe, probe-only
 @needs_smollm2
 @pytest.mark.skipif(
     not HAS_EASYVQA, reason="easy-VQA not installed: pip install --no-deps easy-vqa"
@@ -357,6 +359,40 @@ def test_training_smoke_on_cpu(tmp_path: Path) -> None:
     model, proc = load_trained("llava", out)
     items = list(load_split("easyvqa", "test", limit=1))
     assert len(answer_questions(model, proc, items, batch_size=1, max_new_tokens=1)) == 1
+
+    # continue from that checkpoint with the answer probe on
+    more = tmp_path / "llava-more"
+    cont = [*args[: args.index("--out")], "--init-from", str(out), "--probe-weight", "1.0"]
+    assert train_vlm.main([*cont, "--out", str(more)]) == 0
+    assert {p.name for p in more.iterdir()} == {
+        WEIGHTS_NAME,
+        "config.json",
+        "card.md",
+        "metrics.json",
+        PROBE_NAME,
+    }
+    config = json.loads((more / "config.json").read_text())
+    assert config["steps"] == 2
+    assert config["steps_total"] == 4
+    card = (more / "card.md").read_text()
+    assert "Continued from a checkpoint of 2 steps" in card
+    assert "answer probe" in card
+    assert np.isfinite(json.loads((more / "metrics.json").read_text())["losses"][0][1])
+
+    # the tower alone on the probe's loss (no LM pass), continuing from the probe run
+    pre = tmp_path / "llava-probe-only"
+    only = [*args[: args.index("--out")], "--init-from", str(more), "--probe-weight", "1.0"]
+    assert train_vlm.main([*only, "--probe-only", "--out", str(pre)]) == 0
+    card = (pre / "card.md").read_text()
+    assert "probe loss only (the LM did not run)" in card
+    assert "which continued from a checkpoint of 2 steps" in card  # the whole chain
+    assert json.loads((pre / "config.json").read_text())["steps_total"] == 6
+    before = load_file(str(more / WEIGHTS_NAME))
+    after = load_file(str(pre / WEIGHTS_NAME))
+    tower = [k for k in before if k.startswith("model.vision_tower.")]
+    assert any(not torch.equal(before[k], after[k]) for k in tower)  # the tower trained
+    probe_before, probe_after = (load_file(str(d / PROBE_NAME)) for d in (more, pre))
+    assert any(not torch.equal(probe_before[k], probe_after[k]) for k in probe_before)
 
 
 @pytest.mark.slow  # builds and runs every shipped model on 32 items

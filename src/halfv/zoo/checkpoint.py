@@ -37,6 +37,7 @@ __all__ = [
     "calibrated_schedule",
     "checkpoint_path",
     "load_trained",
+    "load_trained_tensors",
     "save_trained",
     "trained_state_dict",
 ]
@@ -160,6 +161,28 @@ def save_trained(
     return weights
 
 
+def load_trained_tensors(model: PreTrainedModel, family: str, weights: str | Path) -> None:
+    """Load a checkpoint's tensors into ``model`` as built (LoRA layers added, unmerged).
+
+    Raises:
+        ValueError: the file's tensor names differ from the model's trained ones.
+    """
+    from safetensors.torch import load_file
+
+    state = load_file(str(weights))
+    expected = set(trained_state_dict(model, family))
+    missing, unexpected = expected - set(state), set(state) - expected
+    if missing or unexpected:
+        msg = (
+            f"{weights} does not match the {family} model it is loaded into: "
+            f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}; "
+            "build it with the checkpoint's vision size and LoRA rank, or retrain it "
+            "with this halfv version"
+        )
+        raise ValueError(msg)
+    model.load_state_dict(state, strict=False)
+
+
 def load_trained(
     family: str,
     checkpoint: str | Path | None = None,
@@ -206,19 +229,7 @@ def load_trained(
     lora = config.get("lora", {})
     if int(lora.get("rank", 0)) > 0:
         add_lora(model, int(lora["rank"]), float(lora["alpha"]), tuple(lora["targets"]))
-    from safetensors.torch import load_file
-
-    state = load_file(str(weights))
-    expected = set(trained_state_dict(model, family))
-    missing, unexpected = expected - set(state), set(state) - expected
-    if missing or unexpected:
-        msg = (
-            f"{weights} does not match the {family} model built from {config_file}: "
-            f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}; "
-            "retrain it with this halfv version"
-        )
-        raise ValueError(msg)
-    model.load_state_dict(state, strict=False)
+    load_trained_tensors(model, family, weights)
     merge_lora(model)
     torch.nn.Module.to(model, device=device, dtype=dtype)
     model.eval()

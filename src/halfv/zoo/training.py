@@ -7,17 +7,24 @@ answer tokens (and the closing ``<|im_end|>``) only, computed from the last few 
 the forward runs under bf16 autocast. The learning rate warms up linearly, then follows a
 cosine over the run's progress, where progress is the larger of ``step / steps`` and
 ``elapsed / max_minutes``, so the schedule also completes when the time limit ends a run.
+With ``probe_weight > 0`` an answer probe (:mod:`halfv.zoo.answer_probe`) adds a short
+path from the answer to the vision tower. ``init_from`` continues from a checkpoint (and
+its saved probe), e.g. in a second device call. ``probe_only`` trains the vision tower
+and projector on the probe's loss alone, without running the LM: many times more steps
+per minute, a pre-training phase for the tower before the joint one.
 :func:`halfv.zoo.save_trained` writes the result; :mod:`scripts/train_vlm.py` is the CLI.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -26,6 +33,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from halfv.data import VQAItem, load_split
+from halfv.zoo.answer_probe import AnswerProbe, ProjectorTap, build_probe, load_probe
+from halfv.zoo.checkpoint import WEIGHTS_NAME, load_trained_tensors
 from halfv.zoo.evaluate import accuracy, answer_questions, normalize_answer
 from halfv.zoo.families import VisionSize, build_family, trained_prefixes
 from halfv.zoo.lora import add_lora, merge_lora
@@ -69,6 +78,9 @@ class TrainConfig:
     num_workers: int = 0
     grad_checkpointing: bool = False
     lm_dtype: str | None = None
+    probe_weight: float = 0.0
+    probe_only: bool = False
+    init_from: str | None = None
     vision: VisionSize = field(default_factory=VisionSize)
 
     def __post_init__(self) -> None:
@@ -83,6 +95,12 @@ class TrainConfig:
         if not self.datasets:
             msg = "datasets is empty; pass e.g. ('easyvqa', 'synthetic')"
             raise ValueError(msg)
+        if self.probe_weight < 0:
+            msg = f"probe_weight must be >= 0 (0 = no answer probe), got {self.probe_weight}"
+            raise ValueError(msg)
+        if self.probe_only and self.probe_weight <= 0:
+            msg = "probe_only trains on the probe's loss alone; also pass probe_weight > 0"
+            raise ValueError(msg)
 
 
 @dataclass
@@ -92,6 +110,7 @@ class TrainResult:
     model: PreTrainedModel
     processor: VQAProcessor
     steps_done: int
+    probe: AnswerProbe | None
     seconds: float
     losses: list[tuple[int, float]]
     metrics: dict[str, Any]
@@ -136,6 +155,38 @@ def _loss(model: PreTrainedModel, inputs: dict[str, torch.Tensor], family: str) 
     return F.cross_entropy(
         logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=IGNORE_INDEX
     )
+
+
+def _losses(
+    model: PreTrainedModel,
+    proc: VQAProcessor,
+    inputs: dict[str, torch.Tensor],
+    items: Sequence[VQAItem],
+    *,
+    cfg: TrainConfig,
+    probe: AnswerProbe | None,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The LM's answer loss and the probe's loss on the same forward pass (``None`` if off).
+
+    With ``cfg.probe_only`` the LM does not run: only the vision tower and projector do.
+    """
+    if probe is None:
+        return _loss(model, inputs, cfg.family), None
+    with ProjectorTap(model, cfg.family) as tap:
+        if cfg.probe_only:
+            lm_loss = None
+            vision_inputs = {k: v for k, v in inputs.items() if k in _VISION_INPUTS}
+            model.model.get_image_features(**vision_inputs)
+        else:
+            lm_loss = _loss(model, inputs, cfg.family)
+        return lm_loss, probe.loss(tap.take(len(items)), proc.tokenizer, *_texts(items))
+
+
+_VISION_INPUTS = ("pixel_values", "image_grid_thw")
+
+
+def _texts(items: Sequence[VQAItem]) -> tuple[list[str], list[str]]:
+    return [it.question for it in items], [it.answer for it in items]
 
 
 def _lr_factor(step: int, progress: float, warmup: int) -> float:
@@ -191,8 +242,10 @@ def evaluate_all(
 
 def _setup(
     cfg: TrainConfig,
-) -> tuple[PreTrainedModel, VQAProcessor, list[dict[str, Any]]]:
-    """Build the model, freeze the LM and return the optimizer's parameter groups."""
+) -> tuple[PreTrainedModel, VQAProcessor, list[dict[str, Any]], AnswerProbe | None]:
+    """Build the model (and probe), freeze the LM, return the optimizer's groups."""
+    if cfg.init_from:
+        _check_init_from(cfg, Path(cfg.init_from))
     torch.manual_seed(cfg.seed)
     lm, tok = load_smollm2(torch.float32)
     model, proc = build_family(cfg.family, lm, tok, seed=cfg.seed, vision=cfg.vision)
@@ -208,11 +261,22 @@ def _setup(
     if cfg.lora_rank > 0:
         lora = add_lora(model, cfg.lora_rank, cfg.lora_alpha)
         groups.append({"params": lora, "base_lr": cfg.lora_lr})
+    if cfg.init_from:
+        load_trained_tensors(model, cfg.family, Path(cfg.init_from) / WEIGHTS_NAME)
+        log.info("continuing from %s", cfg.init_from)
+    probe = None
+    if cfg.probe_weight > 0:
+        probe = build_probe(model, cfg.datasets)
+        if cfg.init_from and load_probe(probe, cfg.init_from):
+            log.info("answer probe restored from %s", cfg.init_from)
+        elif cfg.init_from:
+            log.info("no matching probe in %s: the answer probe starts afresh", cfg.init_from)
+        groups.append({"params": list(probe.parameters()), "base_lr": cfg.lr})
     count = sum(p.numel() for g in groups for p in g["params"])
     log.info("%s: %d trainable parameters", cfg.family, count)
     if cfg.grad_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    return model, proc, groups
+    return model, proc, groups, probe
 
 
 def train(cfg: TrainConfig) -> TrainResult:
@@ -229,17 +293,10 @@ def train(cfg: TrainConfig) -> TrainResult:
     if device.type == "cuda" and not torch.cuda.is_available():
         msg = f"device={cfg.device!r} but CUDA is not available; pass --device cpu"
         raise RuntimeError(msg)
-    model, proc, groups = _setup(cfg)
+    model, proc, groups, probe = _setup(cfg)
     params = [p for g in groups for p in g["params"]]
-    loader = DataLoader(
-        _Mixture(cfg.datasets, cfg.seed),
-        batch_size=cfg.batch_size,
-        num_workers=cfg.num_workers,
-        collate_fn=_as_list,
-    )
-    batches = iter(loader)
-    torch.nn.Module.to(model, device)
-    model.train()
+    batches = _prepare(cfg, model, probe, device)
+    probe_window: list[float] = []
     opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     limit_s = cfg.max_minutes * 60.0 if cfg.max_minutes else math.inf
     losses: list[tuple[int, float]] = []
@@ -256,45 +313,105 @@ def train(cfg: TrainConfig) -> TrainResult:
             group["lr"] = group["base_lr"] * factor
         t_data = time.monotonic()
         items = next(batches)
-        inputs = dict(
-            proc(
-                [it.image for it in items],
-                [it.question for it in items],
-                [it.answer for it in items],
-                device=device,
-            )
-        )
+        inputs = dict(proc([it.image for it in items], *_texts(items), device=device))
         data_seconds += time.monotonic() - t_data
         with _autocast(device, device.type == "cuda" or cfg.lm_dtype == "bfloat16"):
-            loss = _loss(model, inputs, cfg.family)
+            lm_loss, probe_loss = _losses(model, proc, inputs, items, cfg=cfg, probe=probe)
+        loss = _total(lm_loss, probe_loss, cfg.probe_weight)
+        if probe_loss is not None:
+            probe_window.append(float(probe_loss.detach()))
         opt.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         step += 1
-        window.append(float(loss.item()))
+        window.append(float(loss.item() if lm_loss is None else lm_loss.item()))
+        _check_finite(cfg.family, step, window[-1], probe_window[-1] if probe_window else 0.0)
         if step % cfg.log_every == 0 or step == cfg.steps:
             losses.append((step, round(sum(window) / len(window), 4)))
             rate = (time.monotonic() - start) / step
             log.info(
-                "step %d loss %.4f lr %.2e %.3f s/step (%.3f s of it preparing the batch)",
+                "step %d loss %.4f%s lr %.2e %.3f s/step (%.3f s of it preparing the batch)",
                 step,
                 losses[-1][1],
+                f" (probe {sum(probe_window) / len(probe_window):.4f})" if probe_window else "",
                 cfg.lr * factor,
                 rate,
                 data_seconds / step,
             )
-            window = []
+            window, probe_window = [], []
     seconds = time.monotonic() - start
+    del batches
+    if cfg.grad_checkpointing:
+        model.gradient_checkpointing_disable()
+    model.eval()
+    if probe is not None:
+        probe.eval()
+    return TrainResult(model, proc, step, probe, seconds, losses, _run_info(cfg, device))
+
+
+def _check_init_from(cfg: TrainConfig, folder: Path) -> None:
+    """The checkpoint to continue must exist and match ``cfg``'s build (before building)."""
+    if not (folder / WEIGHTS_NAME).is_file() or not (folder / "config.json").is_file():
+        msg = (
+            f"init_from={str(folder)!r} holds no {WEIGHTS_NAME} and config.json; pass a "
+            "checkpoint folder written by scripts/train_vlm.py"
+        )
+        raise FileNotFoundError(msg)
+    config = json.loads((folder / "config.json").read_text())
+    saw = (config.get("family"), config.get("vision"), config.get("lora", {}).get("rank", 0))
+    want = (cfg.family, cfg.vision.to_dict(), cfg.lora_rank)
+    if saw != want:
+        msg = (
+            f"init_from={str(folder)!r} was trained as family/vision/LoRA rank {saw}, "
+            f"this run asks for {want}; pass the same --family, --vision-* and --lora-rank"
+        )
+        raise ValueError(msg)
+
+
+def _total(
+    lm_loss: torch.Tensor | None, probe_loss: torch.Tensor | None, weight: float
+) -> torch.Tensor:
+    if probe_loss is None:
+        if lm_loss is None:
+            msg = "neither the LM nor the probe produced a loss"
+            raise RuntimeError(msg)
+        return lm_loss
+    return weight * probe_loss if lm_loss is None else lm_loss + weight * probe_loss
+
+
+def _check_finite(family: str, step: int, lm_loss: float, probe_loss: float) -> None:
+    if not (math.isfinite(lm_loss) and math.isfinite(probe_loss)):
+        msg = (
+            f"{family}: non-finite loss at step {step} (LM {lm_loss}, probe {probe_loss}); "
+            "lower --lr or --probe-weight"
+        )
+        raise FloatingPointError(msg)
+
+
+def _prepare(
+    cfg: TrainConfig, model: PreTrainedModel, probe: AnswerProbe | None, device: torch.device
+) -> Iterator[list[VQAItem]]:
+    """Move the model (and probe) to ``device`` in train mode; return the batch stream."""
+    torch.nn.Module.to(model, device)
+    model.train()
+    if probe is not None:
+        probe.to(device).train()
+    loader = DataLoader(
+        _Mixture(cfg.datasets, cfg.seed),
+        batch_size=cfg.batch_size,
+        num_workers=cfg.num_workers,
+        collate_fn=_as_list,
+    )
+    return iter(loader)
+
+
+def _run_info(cfg: TrainConfig, device: torch.device) -> dict[str, Any]:
     info: dict[str, Any] = {"config": _config_dict(cfg)}
     if device.type == "cuda":
         info["peak_gpu_memory_gb"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
         log.info("peak GPU memory %.1f GiB", info["peak_gpu_memory_gb"])
-    del batches, loader
-    if cfg.grad_checkpointing:
-        model.gradient_checkpointing_disable()
-    model.eval()
-    return TrainResult(model, proc, step, seconds, losses, info)
+    return info
 
 
 def finish(result: TrainResult, cfg: TrainConfig) -> TrainResult:

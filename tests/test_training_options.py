@@ -1,0 +1,46 @@
+"""Checks of ``TrainConfig`` and ``--init-from`` that fail before any model is built."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from halfv.zoo.checkpoint import WEIGHTS_NAME
+from halfv.zoo.families import VisionSize
+from halfv.zoo.training import TrainConfig, train
+
+
+def _fake_checkpoint(folder: Path, *, family: str = "llava", rank: int = 8) -> Path:
+    folder.mkdir()
+    (folder / WEIGHTS_NAME).write_bytes(b"")
+    config = {"family": family, "vision": VisionSize().to_dict(), "lora": {"rank": rank}}
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def test_probe_only_needs_a_probe() -> None:
+    with pytest.raises(ValueError, match="probe_weight > 0"):
+        TrainConfig(family="llava", device="cpu", probe_only=True)
+
+
+def test_init_from_without_weights_is_named(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    cfg = TrainConfig(family="llava", device="cpu", init_from=str(empty))
+    with pytest.raises(FileNotFoundError, match=r"holds no weights\.safetensors"):
+        train(cfg)
+
+
+@pytest.mark.parametrize(
+    ("family", "rank", "lora_rank"),
+    [("internvl", 8, 8), ("llava", 8, 0), ("llava", 0, 8)],
+)
+def test_init_from_another_build_is_refused(
+    tmp_path: Path, family: str, rank: int, lora_rank: int
+) -> None:
+    folder = _fake_checkpoint(tmp_path / "ckpt", family=family, rank=rank)
+    cfg = TrainConfig(family="llava", device="cpu", lora_rank=lora_rank, init_from=str(folder))
+    with pytest.raises(ValueError, match="pass the same --family, --vision-\\* and --lora-rank"):
+        train(cfg)
