@@ -3,8 +3,10 @@
 Hypothesis profiles (pick one with ``HALFV_HYPOTHESIS_PROFILE``, default ``dev``):
 
 * ``dev`` -- 30 examples per property, no deadline: quick local runs.
-* ``ci`` -- 100 examples per property, no deadline, ``too_slow`` health check off:
-  used by ``.ci/run``.
+* ``ci`` -- 100 examples per property, no deadline, ``too_slow`` health check off, and
+  derandomized: the examples are a fixed function of each test, so a CI verdict can be
+  reproduced and never flips at random (``dev`` keeps searching new examples locally;
+  a counter-example it finds gets pinned with ``@example``). Used by ``.ci/run``.
 
 Markers: ``gpu`` tests are skipped when CUDA is unavailable; ``plugin`` tests are skipped
 when the example plugin (``./plugins/halfv-example``) is not installed.
@@ -25,7 +27,12 @@ EXAMPLE_PLUGIN_DIST = "halfv-example"
 
 settings.register_profile("dev", max_examples=30, deadline=None)
 settings.register_profile(
-    "ci", max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    "ci",
+    max_examples=100,
+    deadline=None,
+    derandomize=True,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
 )
 settings.load_profile(os.environ.get("HALFV_HYPOTHESIS_PROFILE", "dev"))
 
