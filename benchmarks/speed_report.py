@@ -111,10 +111,14 @@ def markdown(data: dict[str, Any]) -> str:
             "",
             *_other_rows(index, model, counts),
         ]
+    fps_alone: dict[str, list[str]] = {}  # one line per case; merged runs list each value
     for r in data["records"]:
         if r["model"] == "-":
             where = f"{r['keep']} of {r['tokens']} tokens at D={r['dim']}"
-            out += ["", f"FPS alone, {where}: {_cell(r, digits=2)} ms."]
+            fps_alone.setdefault(where, []).append(_cell(r, digits=2))
+    for where, values in fps_alone.items():
+        runs = f" ({len(values)} runs, one per results file)" if len(values) > 1 else ""
+        out += ["", f"FPS alone, {where}: {' / '.join(values)} ms{runs}."]
     return "\n".join(out) + "\n"
 
 

@@ -200,3 +200,17 @@ def test_patch_embed_benchmark_cpu(tmp_path: Path) -> None:
     rows = json.loads(out.read_text())["rows"]
     assert {r["case"] for r in rows} == {"zoo-train", "7b-image"}
     assert all(r["conv3d_ms"] > 0 and r["speedup"] > 0 for r in rows)
+
+
+def test_merged_runs_report_fps_alone_once(bench_speed: ModuleType) -> None:
+    runs = [
+        json.loads(f.read_text(encoding="utf-8"))
+        for f in sorted((REPO / "benchmarks" / "results").glob("speed-h100-v10-*.json"))
+    ]
+    assert len(runs) == 2
+    text = bench_speed.markdown(bench_speed.merge_results(runs))
+    lines = [line for line in text.splitlines() if line.startswith("FPS alone")]
+    assert len(lines) == 1
+    assert "(2 runs, one per results file)" in lines[0]
+    assert bench_speed.markdown(runs[0]).count("FPS alone") == 1
+    assert "runs, one per" not in bench_speed.markdown(runs[0])
