@@ -104,15 +104,11 @@ def _lineage(cfg: TrainConfig) -> list[str]:
     if not cfg.init_from:
         return []
     folder = Path(cfg.init_from)
-    config = json.loads((folder / "config.json").read_text())
     card = (folder / "card.md").read_text() if (folder / "card.md").is_file() else ""
     earlier = card.split("```bash\n", 1)[1].split("\n```", 1)[0] if "```bash" in card else "?"
     before = [line for line in card.splitlines() if line.startswith("- Continued from")]
     return [
-        (
-            f"- Continued from a checkpoint of {config.get('steps_total', config.get('steps'))} "
-            f"steps, trained with `{earlier}`."
-        ),
+        f"- Continued from a checkpoint of {_earlier_steps(cfg)} steps, trained with `{earlier}`.",
         *(line.replace("- Continued from", "  - which continued from", 1) for line in before),
     ]
 

@@ -267,3 +267,23 @@ def test_train_config_rejects_a_negative_probe_weight() -> None:
     with pytest.raises(ValueError, match="probe_weight"):
         TrainConfig(family="llava", probe_weight=-1)
     assert TrainConfig(family="llava", device="cpu", probe_weight=0.5).probe_weight == 0.5
+
+
+class _WordTokenizer:
+    """Batched like a transformers tokenizer: one id per space-separated word."""
+
+    def __call__(self, texts: list[str], add_special_tokens: bool) -> dict[str, list[list[int]]]:
+        assert isinstance(texts, list)
+        assert not add_special_tokens
+        return {"input_ids": [[len(w) for w in t.split()] for t in texts]}
+
+
+def test_tokenize_right_pads_cuts_and_masks() -> None:
+    probe = AnswerProbe(torch.randn(50, DIM), ("red",), heads=4, max_question_tokens=3)
+    ids, mask = probe.tokenize(  # type: ignore[arg-type]
+        _WordTokenizer(), ["a bb", "ccc dddd eeeee ffffff", ""], torch.device("cpu")
+    )
+    assert ids.tolist() == [[1, 2, 0], [3, 4, 5], [0, 0, 0]]
+    assert mask.tolist() == [[True, True, False], [True, True, True], [False, False, False]]
+    with pytest.raises(ValueError, match="at least one"):
+        probe.tokenize(_WordTokenizer(), [], torch.device("cpu"))  # type: ignore[arg-type]

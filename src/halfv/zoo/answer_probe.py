@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Self
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.rnn import pad_sequence
 
 from halfv.data import answer_vocab
 from halfv.zoo.evaluate import normalize_answer
@@ -154,16 +155,11 @@ class AnswerProbe(nn.Module):
         if not questions:
             msg = "no questions to tokenize: pass at least one"
             raise ValueError(msg)
-        rows = [
-            tokenizer(q, add_special_tokens=False)["input_ids"][: self.max_question_tokens]
-            for q in questions
-        ]
-        width = max(1, *(len(r) for r in rows))
-        ids = torch.zeros(len(rows), width, dtype=torch.long)
-        mask = torch.zeros(len(rows), width, dtype=torch.bool)
-        for i, r in enumerate(rows):
-            ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
-            mask[i, : len(r)] = True
+        rows = tokenizer(list(questions), add_special_tokens=False)["input_ids"]
+        cut = [torch.tensor(r[: self.max_question_tokens] or [0], dtype=torch.long) for r in rows]
+        ids = pad_sequence(cut, batch_first=True)
+        lengths = torch.tensor([min(len(r), self.max_question_tokens) for r in rows])
+        mask = torch.arange(ids.shape[1]) < lengths[:, None]
         return ids.to(device), mask.to(device)
 
     def loss(
@@ -176,7 +172,7 @@ class AnswerProbe(nn.Module):
         """Cross-entropy of the probe on one batch (``visual``: ``[B, N, dim]``)."""
         ids, mask = self.tokenize(tokenizer, questions, visual.device)
         logits = self(visual, ids, mask)
-        return F.cross_entropy(logits.float(), self.targets(answers, visual.device))
+        return F.cross_entropy(logits, self.targets(answers, visual.device))
 
 
 class ProjectorTap:

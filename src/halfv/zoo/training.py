@@ -165,21 +165,26 @@ def _losses(
     *,
     cfg: TrainConfig,
     probe: AnswerProbe | None,
-) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """The LM's answer loss and the probe's loss on the same forward pass (``None`` if off).
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The loss to minimise and its detached parts (``"lm"``, ``"probe"``) of one batch.
 
-    With ``cfg.probe_only`` the LM does not run: only the vision tower and projector do.
+    With a probe, its loss comes from the same forward pass; with ``cfg.probe_only`` the
+    LM does not run, only the vision tower and projector do.
     """
     if probe is None:
-        return _loss(model, inputs, cfg.family), None
+        lm_loss = _loss(model, inputs, cfg.family)
+        return lm_loss, {"lm": lm_loss.detach()}
     with ProjectorTap(model, cfg.family) as tap:
+        parts: dict[str, torch.Tensor] = {}
         if cfg.probe_only:
-            lm_loss = None
             vision_inputs = {k: v for k, v in inputs.items() if k in _VISION_INPUTS}
             model.model.get_image_features(**vision_inputs)
         else:
-            lm_loss = _loss(model, inputs, cfg.family)
-        return lm_loss, probe.loss(tap.take(len(items)), proc.tokenizer, *_texts(items))
+            parts["lm"] = _loss(model, inputs, cfg.family)
+        probe_loss = probe.loss(tap.take(len(items)), proc.tokenizer, *_texts(items))
+    total = cfg.probe_weight * probe_loss + parts.get("lm", 0.0)
+    parts["probe"] = probe_loss
+    return total, {k: v.detach().float() for k, v in parts.items()}
 
 
 _VISION_INPUTS = ("pixel_values", "image_grid_thw")
@@ -316,17 +321,17 @@ def train(cfg: TrainConfig) -> TrainResult:
         inputs = dict(proc([it.image for it in items], *_texts(items), device=device))
         data_seconds += time.monotonic() - t_data
         with _autocast(device, device.type == "cuda" or cfg.lm_dtype == "bfloat16"):
-            lm_loss, probe_loss = _losses(model, proc, inputs, items, cfg=cfg, probe=probe)
-        loss = _total(lm_loss, probe_loss, cfg.probe_weight)
-        if probe_loss is not None:
-            probe_window.append(float(probe_loss.detach()))
+            loss, parts = _losses(model, proc, inputs, items, cfg=cfg, probe=probe)
         opt.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         step += 1
-        window.append(float(loss.item() if lm_loss is None else lm_loss.item()))
-        _check_finite(cfg.family, step, window[-1], probe_window[-1] if probe_window else 0.0)
+        values = dict(zip(parts, torch.stack(list(parts.values())).tolist(), strict=True))
+        _check_finite(cfg.family, step, values)
+        window.append(values.get("lm", values.get("probe", math.nan)))
+        if "probe" in values:
+            probe_window.append(values["probe"])
         if step % cfg.log_every == 0 or step == cfg.steps:
             losses.append((step, round(sum(window) / len(window), 4)))
             rate = (time.monotonic() - start) / step
@@ -369,23 +374,10 @@ def _check_init_from(cfg: TrainConfig, folder: Path) -> None:
         raise ValueError(msg)
 
 
-def _total(
-    lm_loss: torch.Tensor | None, probe_loss: torch.Tensor | None, weight: float
-) -> torch.Tensor:
-    if probe_loss is None:
-        if lm_loss is None:
-            msg = "neither the LM nor the probe produced a loss"
-            raise RuntimeError(msg)
-        return lm_loss
-    return weight * probe_loss if lm_loss is None else lm_loss + weight * probe_loss
-
-
-def _check_finite(family: str, step: int, lm_loss: float, probe_loss: float) -> None:
-    if not (math.isfinite(lm_loss) and math.isfinite(probe_loss)):
-        msg = (
-            f"{family}: non-finite loss at step {step} (LM {lm_loss}, probe {probe_loss}); "
-            "lower --lr or --probe-weight"
-        )
+def _check_finite(family: str, step: int, values: dict[str, float]) -> None:
+    if not all(math.isfinite(v) for v in values.values()):
+        shown = ", ".join(f"{k} {v}" for k, v in values.items())
+        msg = f"{family}: non-finite loss at step {step} ({shown}); lower --lr or --probe-weight"
         raise FloatingPointError(msg)
 
 
