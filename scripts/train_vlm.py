@@ -70,6 +70,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="train the vision tower and projector on the probe's loss alone (no LM pass)",
     )
     p.add_argument(
+        "--bank",
+        action="store_true",
+        help="render every training item once and build batches by indexing "
+        "(halfv.zoo.batches.ItemBank; about 8 GB of host memory, far less host work a step)",
+    )
+    p.add_argument(
+        "--bank-limit", type=int, default=None, help="bank only the first N items of each split"
+    )
+    p.add_argument(
         "--init-from",
         type=Path,
         default=None,
@@ -234,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
         probe_weight=args.probe_weight,
         probe_only=args.probe_only,
         init_from=str(args.init_from) if args.init_from else None,
+        bank=args.bank,
+        bank_limit=args.bank_limit,
         vision=VisionSize(
             args.vision_hidden,
             args.vision_layers,

@@ -148,9 +148,6 @@ class VQAProcessor:
             ``(n, 3, size, size)`` float32 pixels, or for Qwen2.5-VL the flattened patches
             ``(n * grid**2, 3 * 2 * 14 * 14)``.
         """
-        lay = self.layout
-        out = torch.empty(len(images), 3, lay.size, lay.size, device=device)
-        by_size: dict[tuple[int, int], list[int]] = {}
         arrays: list[np.ndarray] = []
         for i, image in enumerate(images):
             obj: object = image
@@ -158,13 +155,42 @@ class VQAProcessor:
                 msg = f"images[{i}] must be a PIL.Image.Image, got {type(image).__name__}"
                 raise TypeError(msg)
             arrays.append(np.asarray(image.convert("RGB"), dtype=np.uint8))
-            by_size.setdefault(arrays[-1].shape[:2], []).append(i)
-        for idx in by_size.values():
-            raw = torch.from_numpy(np.stack([arrays[i] for i in idx])).to(device)
-            x = raw.permute(0, 3, 1, 2).float().div_(255.0)
+        by_size: dict[tuple[int, ...], list[int]] = {}
+        for i, array in enumerate(arrays):
+            by_size.setdefault(array.shape[:2], []).append(i)
+        groups = [
+            (
+                torch.tensor(idx),
+                torch.from_numpy(np.stack([arrays[i] for i in idx])).permute(0, 3, 1, 2),
+            )
+            for idx in by_size.values()
+        ]
+        return self.preprocess_uint8(groups, len(images), device)
+
+    def preprocess_uint8(
+        self,
+        groups: Sequence[tuple[torch.Tensor, torch.Tensor]],
+        count: int,
+        device: torch.device | str | None = None,
+    ) -> torch.Tensor:
+        """:meth:`preprocess_images` for images already held as ``uint8`` tensors.
+
+        Args:
+            groups: ``(rows, pixels)`` pairs: ``pixels`` is ``(k, 3, h, w)`` uint8 RGB (one
+                size per group) and ``rows`` the ``k`` positions of those images in the batch.
+            count: images in the batch; every position must be covered once.
+            device: where the resize runs and the result lives (default CPU).
+
+        Returns:
+            The same as :meth:`preprocess_images`.
+        """
+        lay = self.layout
+        out = torch.empty(count, 3, lay.size, lay.size, device=device)
+        for rows, raw in groups:
+            x = raw.to(out.device, non_blocking=True).float().div_(255.0)
             if x.shape[-2:] != (lay.size, lay.size):
                 x = F.interpolate(x, size=(lay.size, lay.size), mode="bicubic", align_corners=False)
-            out[torch.tensor(idx, device=out.device)] = x.clamp_(0.0, 1.0)
+            out[rows.to(out.device)] = x.clamp_(0.0, 1.0)
         mean = torch.tensor(lay.mean, device=out.device).view(1, 3, 1, 1)
         std = torch.tensor(lay.std, device=out.device).view(1, 3, 1, 1)
         out = (out - mean) / std
@@ -218,10 +244,29 @@ class VQAProcessor:
         if not qs:
             msg = "the batch is empty: pass at least one (image, question) pair"
             raise ValueError(msg)
+        data = self.encode_text(
+            [str(q) for q in qs], None if ans is None else [str(a) for a in ans], device
+        )
+        pixels = self.preprocess_images(cast("list[Image.Image]", imgs), device)
+        data["pixel_values"] = pixels if dtype is None else pixels.to(dtype)
+        return BatchFeature(data=data)
+
+    def encode_text(
+        self,
+        questions: Sequence[str],
+        answers: Sequence[str] | None = None,
+        device: torch.device | str | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """The token half of :meth:`__call__`: everything but ``pixel_values``.
+
+        Returns:
+            ``input_ids``, ``attention_mask``, (with answers) ``labels`` and (Qwen2.5-VL)
+            ``image_grid_thw`` and ``mm_token_type_ids``, left padded, on ``device``.
+        """
         seqs, labels = [], []
-        for i, q in enumerate(qs):
-            prompt = self.prompt_ids(str(q))
-            target = self.answer_ids(str(ans[i])) if ans is not None else []
+        for i, q in enumerate(questions):
+            prompt = self.prompt_ids(q)
+            target = self.answer_ids(answers[i]) if answers is not None else []
             seqs.append(prompt + target)
             labels.append([IGNORE_INDEX] * len(prompt) + target)
         width = max(len(s) for s in seqs)
@@ -232,19 +277,17 @@ class VQAProcessor:
             ids[i, width - len(s) :] = torch.tensor(s)
             mask[i, width - len(s) :] = 1
             lab[i, width - len(s) :] = torch.tensor(lb)
-        pixels = self.preprocess_images(cast("list[Image.Image]", imgs), device)
         data: dict[str, torch.Tensor] = {
             "input_ids": ids.to(device),
             "attention_mask": mask.to(device),
-            "pixel_values": pixels if dtype is None else pixels.to(dtype),
         }
-        if ans is not None:
+        if answers is not None:
             data["labels"] = lab.to(device)
         if self.mm_token_type_ids:
             g = self.layout.grid
-            data["image_grid_thw"] = torch.tensor([[1, g, g]] * len(qs), device=device)
+            data["image_grid_thw"] = torch.tensor([[1, g, g]] * len(questions), device=device)
             data["mm_token_type_ids"] = (ids == self.image_token_id).long().to(device)
-        return BatchFeature(data=data)
+        return data
 
     def decode(self, ids: torch.Tensor | Sequence[int]) -> str:
         """Decode generated ids, dropping special tokens and surrounding whitespace."""

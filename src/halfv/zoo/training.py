@@ -21,19 +21,18 @@ import json
 import logging
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
 
-from halfv.data import VQAItem, load_split
+from halfv.data import load_split
 from halfv.zoo.answer_probe import AnswerProbe, ProjectorTap, build_probe, load_probe
+from halfv.zoo.batches import Batch, ItemBank, ItemStream
 from halfv.zoo.checkpoint import WEIGHTS_NAME, load_trained_tensors
 from halfv.zoo.evaluate import accuracy, answer_questions, normalize_answer
 from halfv.zoo.families import VisionSize, build_family, trained_prefixes
@@ -81,6 +80,8 @@ class TrainConfig:
     probe_weight: float = 0.0
     probe_only: bool = False
     init_from: str | None = None
+    bank: bool = False
+    bank_limit: int | None = None
     vision: VisionSize = field(default_factory=VisionSize)
 
     def __post_init__(self) -> None:
@@ -116,26 +117,6 @@ class TrainResult:
     metrics: dict[str, Any]
 
 
-class _Mixture(Dataset[VQAItem]):
-    """Sample ``k`` = a uniformly chosen dataset and item, fixed by ``(seed, k)``."""
-
-    def __init__(self, datasets: Sequence[str], seed: int) -> None:
-        self.splits = [load_split(name, "train") for name in datasets]
-        self.seed = seed
-
-    def __len__(self) -> int:
-        return 1 << 30
-
-    def __getitem__(self, k: int) -> VQAItem:
-        rng = np.random.default_rng([self.seed, k])
-        split = self.splits[int(rng.integers(len(self.splits)))]
-        return split[int(rng.integers(len(split)))]
-
-
-def _as_list(batch: list[VQAItem]) -> list[VQAItem]:
-    return batch
-
-
 def _autocast(device: torch.device, enabled: bool | None = None) -> AbstractContextManager[Any]:
     """bf16 autocast on CUDA (or wherever ``enabled``), else nothing."""
     if enabled if enabled is not None else device.type == "cuda":
@@ -160,8 +141,7 @@ def _loss(model: PreTrainedModel, inputs: dict[str, torch.Tensor], family: str) 
 def _losses(
     model: PreTrainedModel,
     proc: VQAProcessor,
-    inputs: dict[str, torch.Tensor],
-    items: Sequence[VQAItem],
+    batch: Batch,
     *,
     cfg: TrainConfig,
     probe: AnswerProbe | None,
@@ -171,27 +151,22 @@ def _losses(
     With a probe, its loss comes from the same forward pass; with ``cfg.probe_only`` the
     LM does not run, only the vision tower and projector do.
     """
+    inputs = batch.inputs
     if probe is None:
         lm_loss = _loss(model, inputs, cfg.family)
         return lm_loss, {"lm": lm_loss.detach()}
     with ProjectorTap(model, cfg.family) as tap:
         parts: dict[str, torch.Tensor] = {}
-        if cfg.probe_only:
-            vision_inputs = {k: v for k, v in inputs.items() if k in _VISION_INPUTS}
-            model.model.get_image_features(**vision_inputs)
+        if cfg.probe_only:  # the batch holds the vision inputs only
+            model.model.get_image_features(**inputs)
         else:
             parts["lm"] = _loss(model, inputs, cfg.family)
-        probe_loss = probe.loss(tap.take(len(items)), proc.tokenizer, *_texts(items))
+        probe_loss = probe.loss(
+            tap.take(len(batch)), proc.tokenizer, batch.questions, batch.answers
+        )
     total = cfg.probe_weight * probe_loss + parts.get("lm", 0.0)
     parts["probe"] = probe_loss
     return total, {k: v.detach().float() for k, v in parts.items()}
-
-
-_VISION_INPUTS = ("pixel_values", "image_grid_thw")
-
-
-def _texts(items: Sequence[VQAItem]) -> tuple[list[str], list[str]]:
-    return [it.question for it in items], [it.answer for it in items]
 
 
 def _lr_factor(step: int, progress: float, warmup: int) -> float:
@@ -300,7 +275,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         raise RuntimeError(msg)
     model, proc, groups, probe = _setup(cfg)
     params = [p for g in groups for p in g["params"]]
-    batches = _prepare(cfg, model, probe, device)
+    source = _prepare(cfg, model, proc, probe, device)
     probe_window: list[float] = []
     opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     limit_s = cfg.max_minutes * 60.0 if cfg.max_minutes else math.inf
@@ -317,11 +292,10 @@ def train(cfg: TrainConfig) -> TrainResult:
         for group in opt.param_groups:
             group["lr"] = group["base_lr"] * factor
         t_data = time.monotonic()
-        items = next(batches)
-        inputs = dict(proc([it.image for it in items], *_texts(items), device=device))
+        batch = source.next()
         data_seconds += time.monotonic() - t_data
         with _autocast(device, device.type == "cuda" or cfg.lm_dtype == "bfloat16"):
-            loss, parts = _losses(model, proc, inputs, items, cfg=cfg, probe=probe)
+            loss, parts = _losses(model, proc, batch, cfg=cfg, probe=probe)
         opt.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -346,7 +320,7 @@ def train(cfg: TrainConfig) -> TrainResult:
             )
             window, probe_window = [], []
     seconds = time.monotonic() - start
-    del batches
+    del source
     if cfg.grad_checkpointing:
         model.gradient_checkpointing_disable()
     model.eval()
@@ -382,20 +356,27 @@ def _check_finite(family: str, step: int, values: dict[str, float]) -> None:
 
 
 def _prepare(
-    cfg: TrainConfig, model: PreTrainedModel, probe: AnswerProbe | None, device: torch.device
-) -> Iterator[list[VQAItem]]:
-    """Move the model (and probe) to ``device`` in train mode; return the batch stream."""
+    cfg: TrainConfig,
+    model: PreTrainedModel,
+    proc: VQAProcessor,
+    probe: AnswerProbe | None,
+    device: torch.device,
+) -> ItemBank | ItemStream:
+    """Move the model (and probe) to ``device`` in train mode; return the batch source."""
     torch.nn.Module.to(model, device)
     model.train()
     if probe is not None:
         probe.to(device).train()
-    loader = DataLoader(
-        _Mixture(cfg.datasets, cfg.seed),
-        batch_size=cfg.batch_size,
-        num_workers=cfg.num_workers,
-        collate_fn=_as_list,
-    )
-    return iter(loader)
+    kwargs: dict[str, Any] = {
+        "batch_size": cfg.batch_size,
+        "seed": cfg.seed,
+        "device": device,
+        "num_workers": cfg.num_workers,
+        "vision_only": cfg.probe_only,
+    }
+    if cfg.bank:
+        return ItemBank(cfg.datasets, proc, limit=cfg.bank_limit, **kwargs)
+    return ItemStream(cfg.datasets, proc, **kwargs)
 
 
 def _run_info(cfg: TrainConfig, device: torch.device) -> dict[str, Any]:
