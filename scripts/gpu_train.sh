@@ -64,6 +64,9 @@ train_one() {
 }
 failed=()
 if [ "${PARALLEL:-0}" = 1 ]; then
+  # concurrent runs would each start one CPU thread per core: keep their sum near the
+  # 16 cores, so no run's kernel launches wait behind another's idle spinning threads
+  export OMP_NUM_THREADS=${OMP_NUM_THREADS:-4}
   pids=()
   for fam in "${families[@]}"; do
     train_one "$fam" > >(sed -u "s/^/[$fam] /") 2>&1 &

@@ -73,7 +73,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--bank",
         action="store_true",
         help="render every training item once and build batches by indexing "
-        "(halfv.zoo.batches.ItemBank; about 8 GB of host memory, far less host work a step)",
+        "(halfv.zoo.batches.ItemBank; 7.6 GB on the training device, far less host work a step)",
     )
     p.add_argument(
         "--bank-limit", type=int, default=None, help="bank only the first N items of each split"
