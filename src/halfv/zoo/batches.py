@@ -67,12 +67,25 @@ def _as_list(batch: list[VQAItem]) -> list[VQAItem]:
     return batch
 
 
-def _vision_inputs(proc: VQAProcessor, pixels: torch.Tensor, count: int) -> dict[str, torch.Tensor]:
-    inputs = {"pixel_values": pixels}
-    if proc.mm_token_type_ids:
-        g = proc.layout.grid
-        inputs["image_grid_thw"] = torch.tensor([[1, g, g]] * count, device=pixels.device)
-    return inputs
+def _batch(
+    proc: VQAProcessor,
+    questions: list[str],
+    answers: list[str],
+    pixels: torch.Tensor,
+    *,
+    vision_only: bool,
+) -> Batch:
+    """A batch from its texts and preprocessed pixels (prompts and labels unless vision only)."""
+    if vision_only:
+        inputs = {"pixel_values": pixels}
+        if proc.mm_token_type_ids:
+            g = proc.layout.grid
+            grid = [[1, g, g]] * len(questions)
+            inputs["image_grid_thw"] = torch.tensor(grid, device=pixels.device)
+    else:
+        inputs = proc.encode_text(questions, answers, pixels.device)
+        inputs["pixel_values"] = pixels
+    return Batch(questions, answers, inputs)
 
 
 class ItemStream:
@@ -101,16 +114,10 @@ class ItemStream:
     def next(self) -> Batch:
         """The next batch, on the device."""
         items = next(self._items)
+        pixels = self.proc.preprocess_images([it.image for it in items], self.device)
         questions = [it.question for it in items]
         answers = [it.answer for it in items]
-        if self.vision_only:
-            pixels = self.proc.preprocess_images([it.image for it in items], self.device)
-            inputs = _vision_inputs(self.proc, pixels, len(items))
-        else:
-            inputs = dict(
-                self.proc([it.image for it in items], questions, answers, device=self.device)
-            )
-        return Batch(questions, answers, inputs)
+        return _batch(self.proc, questions, answers, pixels, vision_only=self.vision_only)
 
 
 _Row = tuple[int, int, str, np.ndarray, str, str]
@@ -231,12 +238,7 @@ class ItemBank:
             rows = torch.from_numpy(self.row_of[ks[pos]]).to(self.device)
             groups.append((torch.from_numpy(pos), self.groups[g].index_select(0, rows)))
         pixels = self.proc.preprocess_uint8(groups, len(ks), self.device)
-        if self.vision_only:
-            inputs = _vision_inputs(self.proc, pixels, len(ks))
-        else:
-            inputs = self.proc.encode_text(questions, answers, self.device)
-            inputs["pixel_values"] = pixels
-        return Batch(questions, answers, inputs)
+        return _batch(self.proc, questions, answers, pixels, vision_only=self.vision_only)
 
     def next(self) -> Batch:
         """The next batch, on the device."""
