@@ -64,8 +64,8 @@ train_one() {
 }
 failed=()
 if [ "${PARALLEL:-0}" = 1 ]; then
-  # concurrent runs would each start one CPU thread per core: keep their sum near the
-  # 16 cores, so no run's kernel launches wait behind another's idle spinning threads
+  # concurrent runs would each start one CPU thread per core; 4 each keeps their sum near
+  # the machine's 16 (the run that also did so stepped 3-6x faster: docs/models.md)
   export OMP_NUM_THREADS=${OMP_NUM_THREADS:-4}
   pids=()
   for fam in "${families[@]}"; do

@@ -18,43 +18,38 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from PIL import Image
 
-from halfv.data.easyvqa import _open_rgb, _questions
+from halfv.data.easyvqa import EASYVQA_ANSWERS, image_shapes
 from halfv.zoo import FAMILIES, build_family, load_smollm2, load_trained
 from halfv.zoo.answer_probe import ProjectorTap
+from halfv.zoo.processing import VQAProcessor
 
-SHAPES = {"circle": 0, "rectangle": 1, "triangle": 2}
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 
 def shape_images(split: str, limit: int) -> tuple[list[Image.Image], torch.Tensor]:
     """The first ``limit`` images of ``split`` with a shape answer, and their labels."""
-    seen: dict[str, int] = {}
-    for _question, answer, path in _questions(split):
-        if answer in SHAPES and path not in seen:
-            seen[path] = SHAPES[answer]
-        if len(seen) == limit:
-            break
-    return [_open_rgb(p) for p in seen], torch.tensor(list(seen.values()))
+    chosen = list(image_shapes(split).items())[:limit]
+    images = [Image.open(path).convert("RGB") for path, _ in chosen]
+    return images, torch.tensor([EASYVQA_ANSWERS.index(shape) for _, shape in chosen])
 
 
 @torch.no_grad()
 def pooled_features(
-    model: torch.nn.Module, proc: object, family: str, images: list
+    model: PreTrainedModel, proc: VQAProcessor, family: str, images: list[Image.Image]
 ) -> torch.Tensor:
     """Mean of each image's visual tokens, as the projector hands them to the LM."""
     rows = []
-    with ProjectorTap(model, family) as tap:  # type: ignore[arg-type]
+    with ProjectorTap(model, family) as tap:
         for start in range(0, len(images), 16):
             chunk = images[start : start + 16]
-            pixels = proc.preprocess_images(chunk)  # type: ignore[attr-defined]
-            inputs = {"pixel_values": pixels}
-            if family == "qwen2_5_vl":
-                g = proc.layout.grid  # type: ignore[attr-defined]
-                inputs["image_grid_thw"] = torch.tensor([[1, g, g]] * len(chunk))
-            model.model.get_image_features(**inputs)  # type: ignore[operator, union-attr]
+            inputs = proc.vision_inputs(proc.preprocess_images(chunk), len(chunk))
+            model.model.get_image_features(**inputs)
             rows.append(tap.take(len(chunk)).float().mean(1))
     return torch.cat(rows)
 

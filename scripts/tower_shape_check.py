@@ -27,26 +27,24 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 from transformers import CLIPVisionConfig, CLIPVisionModel
 
-from halfv.data.easyvqa import _open_rgb, _questions
+from halfv.data.easyvqa import EASYVQA_ANSWERS, image_shapes
 
-SHAPES = {"circle": 0, "rectangle": 1, "triangle": 2}
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 def shape_set(split: str, device: str) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 images and shape labels of ``split``, one row per image that has a shape answer."""
-    seen: dict[str, int] = {}
-    for _question, answer, path in _questions(split):
-        if answer in SHAPES and path not in seen:
-            seen[path] = SHAPES[answer]
-    paths = sorted(seen)
-    pixels = np.stack([np.asarray(_open_rgb(p)) for p in paths])
+    shapes = image_shapes(split)
+    paths = sorted(shapes)
+    pixels = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in paths])
     images = torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()
-    return images.to(device), torch.tensor([seen[p] for p in paths], device=device)
+    labels = [EASYVQA_ANSWERS.index(shapes[p]) for p in paths]
+    return images.to(device), torch.tensor(labels, device=device)
 
 
 def build(size: int, with_projector: bool, device: str) -> tuple[nn.Module, nn.Module, nn.Module]:
@@ -59,7 +57,8 @@ def build(size: int, with_projector: bool, device: str) -> tuple[nn.Module, nn.M
         image_size=size,
         patch_size=14,
     )
-    tower = CLIPVisionModel(config).to(device)
+    tower: nn.Module = CLIPVisionModel(config)
+    tower.to(device)
     projector: nn.Module = nn.Identity()
     if with_projector:
         projector = nn.Sequential(nn.Linear(256, 576), nn.GELU(), nn.Linear(576, 576)).to(device)

@@ -103,3 +103,9 @@ def test_stream_batches_hold_prompts_and_labels(processors: dict[str, Any]) -> N
     batch = stream.next()
     assert len(batch) == 3
     assert {"input_ids", "attention_mask", "labels", "pixel_values"} <= set(batch.inputs)
+
+
+def test_preprocess_uint8_names_pixels_it_cannot_take(processors: dict[str, Any]) -> None:
+    floats = torch.zeros(2, 3, 64, 64)
+    with pytest.raises(ValueError, match=r"got torch.float32 of shape \(2, 3, 64, 64\)"):
+        processors["llava"].preprocess_uint8([(torch.arange(2), floats)], 2)

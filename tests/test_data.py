@@ -150,3 +150,18 @@ def test_easyvqa_loads() -> None:
 def test_easyvqa_rejects_bad_split() -> None:
     with pytest.raises(ValueError, match="'train' or 'test'"):
         load_split("easyvqa", "validation")
+
+
+@needs_easyvqa
+def test_image_shapes_name_each_image_once_and_agree_with_every_question() -> None:
+    from halfv.data.easyvqa import image_shapes
+
+    shapes = image_shapes("test")
+    assert len(shapes) == 763  # test images with a shape question
+    assert set(shapes.values()) == set(EASYVQA_ANSWERS[:3])
+    for it in load_split("easyvqa", "test"):
+        if it.answer in EASYVQA_ANSWERS[:3]:
+            assert shapes[it.meta["path"]] == it.answer
+    assert len(image_shapes("train")) == 3_107
+    with pytest.raises(ValueError, match="'train' or 'test'"):
+        image_shapes("val")

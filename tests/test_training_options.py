@@ -44,3 +44,9 @@ def test_init_from_another_build_is_refused(
     cfg = TrainConfig(family="llava", device="cpu", lora_rank=lora_rank, init_from=str(folder))
     with pytest.raises(ValueError, match="pass the same --family, --vision-\\* and --lora-rank"):
         train(cfg)
+
+
+@pytest.mark.parametrize(("bank", "limit"), [(False, 8), (True, 0)])
+def test_bank_limit_needs_a_bank_and_a_positive_count(bank: bool, limit: int) -> None:
+    with pytest.raises(ValueError, match=f"bank_limit={limit} needs bank=True"):
+        TrainConfig(family="llava", device="cpu", bank=bank, bank_limit=limit)

@@ -329,7 +329,7 @@ def test_save_load_roundtrip(smollm2: tuple[Any, Any], tmp_path: Path) -> None:
     )
 
 
-@pytest.mark.slow  # ~55 s: 2-step runs of a 135M LM: plain, continued with the probe, probe-only
+@pytest.mark.slow  # ~55 s: 2-step runs: plain, continued with the probe, probe-only (banked)
 @needs_smollm2
 @pytest.mark.skipif(
     not HAS_EASYVQA, reason="easy-VQA not installed: pip install --no-deps easy-vqa"
@@ -382,7 +382,8 @@ def test_training_smoke_on_cpu(tmp_path: Path) -> None:
     # the tower alone on the probe's loss (no LM pass), continuing from the probe run
     pre = tmp_path / "llava-probe-only"
     only = [*args[: args.index("--out")], "--init-from", str(more), "--probe-weight", "1.0"]
-    assert train_vlm.main([*only, "--probe-only", "--out", str(pre)]) == 0
+    banked = ["--probe-only", "--bank", "--bank-limit", "8"]  # batches from the item bank
+    assert train_vlm.main([*only, *banked, "--out", str(pre)]) == 0
     card = (pre / "card.md").read_text()
     assert "probe loss only (the LM did not run)" in card
     assert "which continued from a checkpoint of 2 steps" in card  # the whole chain

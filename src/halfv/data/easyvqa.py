@@ -19,7 +19,7 @@ from PIL import Image
 
 from halfv.data.items import LazyVQA, VQAItem
 
-__all__ = ["EASYVQA_ANSWERS", "easyvqa_dir", "load_easyvqa"]
+__all__ = ["EASYVQA_ANSWERS", "easyvqa_dir", "image_shapes", "load_easyvqa"]
 
 EASYVQA_ANSWERS: tuple[str, ...] = (
     "circle", "rectangle", "triangle",
@@ -53,6 +53,23 @@ def _questions(split: str) -> tuple[tuple[str, str, str], ...]:
     rows = [(str(q), str(a), str(root / "images" / f"{int(i)}.png")) for q, a, i in raw]
     random.Random(_SHUFFLE_SEED).shuffle(rows)
     return tuple(rows)
+
+
+def image_shapes(split: str) -> dict[str, str]:
+    """The shape of every image of ``split`` that a question asks the shape of.
+
+    Returns:
+        ``{image_path: "circle" | "rectangle" | "triangle"}``, in the fixed shuffled order of
+        the questions (easy-VQA draws one shape per image, so one answer fixes it).
+    """
+    if split not in ("train", "test"):
+        msg = f"easy-VQA split must be 'train' or 'test', got {split!r}"
+        raise ValueError(msg)
+    shapes: dict[str, str] = {}
+    for _question, answer, path in _questions(split):
+        if answer in EASYVQA_ANSWERS[:3]:
+            shapes.setdefault(path, answer)
+    return shapes
 
 
 def _open_rgb(path: str) -> Image.Image:

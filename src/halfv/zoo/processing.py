@@ -184,6 +184,14 @@ class VQAProcessor:
         Returns:
             The same as :meth:`preprocess_images`.
         """
+        for _rows, raw in groups:
+            if raw.dtype != torch.uint8 or raw.dim() != 4 or raw.shape[1] != 3:
+                msg = (
+                    f"preprocess_uint8 takes (k, 3, h, w) uint8 RGB pixels, got "
+                    f"{raw.dtype} of shape {tuple(raw.shape)}; pass PIL images to "
+                    "preprocess_images instead"
+                )
+                raise ValueError(msg)
         lay = self.layout
         out = torch.empty(count, 3, lay.size, lay.size, device=device)
         for rows, raw in groups:
@@ -248,7 +256,7 @@ class VQAProcessor:
             [str(q) for q in qs], None if ans is None else [str(a) for a in ans], device
         )
         pixels = self.preprocess_images(cast("list[Image.Image]", imgs), device)
-        data["pixel_values"] = pixels if dtype is None else pixels.to(dtype)
+        data |= self.vision_inputs(pixels if dtype is None else pixels.to(dtype), len(qs))
         return BatchFeature(data=data)
 
     def encode_text(
@@ -257,11 +265,11 @@ class VQAProcessor:
         answers: Sequence[str] | None = None,
         device: torch.device | str | None = None,
     ) -> dict[str, torch.Tensor]:
-        """The token half of :meth:`__call__`: everything but ``pixel_values``.
+        """The token half of :meth:`__call__` (:meth:`vision_inputs` is the other).
 
         Returns:
             ``input_ids``, ``attention_mask``, (with answers) ``labels`` and (Qwen2.5-VL)
-            ``image_grid_thw`` and ``mm_token_type_ids``, left padded, on ``device``.
+            ``mm_token_type_ids``, left padded, on ``device``.
         """
         seqs, labels = [], []
         for i, q in enumerate(questions):
@@ -284,10 +292,20 @@ class VQAProcessor:
         if answers is not None:
             data["labels"] = lab.to(device)
         if self.mm_token_type_ids:
-            g = self.layout.grid
-            data["image_grid_thw"] = torch.tensor([[1, g, g]] * len(questions), device=device)
             data["mm_token_type_ids"] = (ids == self.image_token_id).long().to(device)
         return data
+
+    def vision_inputs(self, pixels: torch.Tensor, count: int) -> dict[str, torch.Tensor]:
+        """What the vision tower reads for ``count`` images of preprocessed ``pixels``.
+
+        Returns:
+            ``pixel_values`` and, for Qwen2.5-VL, ``image_grid_thw`` (on ``pixels``' device).
+        """
+        inputs = {"pixel_values": pixels}
+        if self.mm_token_type_ids:
+            g = self.layout.grid
+            inputs["image_grid_thw"] = torch.tensor([[1, g, g]] * count, device=pixels.device)
+        return inputs
 
     def decode(self, ids: torch.Tensor | Sequence[int]) -> str:
         """Decode generated ids, dropping special tokens and surrounding whitespace."""

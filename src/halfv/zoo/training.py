@@ -11,7 +11,8 @@ With ``probe_weight > 0`` an answer probe (:mod:`halfv.zoo.answer_probe`) adds a
 path from the answer to the vision tower. ``init_from`` continues from a checkpoint (and
 its saved probe), e.g. in a second device call. ``probe_only`` trains the vision tower
 and projector on the probe's loss alone, without running the LM: many times more steps
-per minute, a pre-training phase for the tower before the joint one.
+per minute, a pre-training phase for the tower before the joint one. ``bank`` renders the
+training splits once and keeps them on the device (:mod:`halfv.zoo.batches`).
 :func:`halfv.zoo.save_trained` writes the result; :mod:`scripts/train_vlm.py` is the CLI.
 """
 
@@ -101,6 +102,12 @@ class TrainConfig:
             raise ValueError(msg)
         if self.probe_only and self.probe_weight <= 0:
             msg = "probe_only trains on the probe's loss alone; also pass probe_weight > 0"
+            raise ValueError(msg)
+        if self.bank_limit is not None and (not self.bank or self.bank_limit < 1):
+            msg = (
+                f"bank_limit={self.bank_limit} needs bank=True and a value >= 1 "
+                "(items banked per split); pass --bank, or drop --bank-limit"
+            )
             raise ValueError(msg)
 
 
