@@ -32,7 +32,9 @@
 # DEVICE (cuda), HALFV_STAGE (~/halfv-stage), HALFV_SITE (/tmp/site), PROBE (answer-probe
 # loss weight, 0 = none), GRAD_CKPT (set: gradient checkpointing, so four runs fit one
 # H100), INIT_ROOT (continue each family from $INIT_ROOT/<family>, e.g. in a second call),
-# PROBE_ONLY (set: train the tower on the probe's loss alone, no LM pass; use EVAL_LIMIT=0),
+# LABELS (label-heads loss weight, halfv.zoo.label_heads; 0 = none), VISION_ONLY (set: train
+# the tower on the probe's and label heads' losses alone, no LM pass; use EVAL_LIMIT=0;
+# PROBE_ONLY is its older name),
 # BANK (set: render the training splits once and index them, halfv.zoo.batches.ItemBank),
 # WARMUP (30 steps).
 set -euo pipefail
@@ -56,10 +58,12 @@ train_one() {
       --lr "${LR:-1e-3}" --lora-rank "${LORA:-8}" --seed 0 --data easyvqa,synthetic \
       --lm-dtype bfloat16 --qwen-window-size "${QWEN_WINDOW:-336}" \
       --eval-limit "${EVAL_LIMIT:-500}" --num-workers "${WORKERS:-8}" --log-every 50 \
-      --probe-weight "${PROBE:-0}" ${GRAD_CKPT:+--grad-checkpointing} ${PROBE_ONLY:+--probe-only} \
+      --probe-weight "${PROBE:-0}" --label-weight "${LABELS:-0}" \
+      ${GRAD_CKPT:+--grad-checkpointing} ${VISION_ONLY:+--vision-only} ${PROBE_ONLY:+--vision-only} \
       ${BANK:+--bank} --warmup "${WARMUP:-30}" \
       ${INIT_ROOT:+--init-from "$INIT_ROOT/$fam"} --out "$ckpt" || return 1
-  tar -C "$CKPT_ROOT" --exclude=probe.safetensors -cf "$OUT/$fam.tar" "$fam"
+  tar -C "$CKPT_ROOT" --exclude=probe.safetensors --exclude=label_heads.safetensors \
+      -cf "$OUT/$fam.tar" "$fam"
   ls -l "$ckpt" "$OUT/$fam.tar"
 }
 failed=()

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import platform
 import shlex
 import sys
@@ -31,7 +32,7 @@ import torch
 
 from halfv.data import DATASETS
 from halfv.zoo import FAMILIES, VisionSize, save_trained
-from halfv.zoo.answer_probe import save_probe
+from halfv.zoo.aids import TrainingAids
 from halfv.zoo.training import TrainConfig, TrainResult, finish, train
 
 
@@ -65,9 +66,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="weight of the answer probe's loss (halfv.zoo.answer_probe; 0 = no probe)",
     )
     p.add_argument(
+        "--label-weight",
+        type=float,
+        default=0.0,
+        help="weight of the per-image label heads' loss (halfv.zoo.label_heads; 0 = none)",
+    )
+    p.add_argument(
+        "--label-eval-limit",
+        type=int,
+        default=1000,
+        help="images per dataset split the label heads are scored on at the end (0 = skip)",
+    )
+    p.add_argument(
+        "--vision-only",
         "--probe-only",
+        dest="vision_only",
         action="store_true",
-        help="train the vision tower and projector on the probe's loss alone (no LM pass)",
+        help="train the vision tower and projector on the probe's and label heads' losses "
+        "alone, without running the LM (--probe-only: the older name)",
     )
     p.add_argument(
         "--bank",
@@ -139,14 +155,14 @@ def _card(cfg: TrainConfig, res: TrainResult, command: str, weights: Path) -> st
         else "none"
     )
     v = cfg.vision
-    probe = (
-        f"; answer probe (halfv.zoo.answer_probe) loss weight {cfg.probe_weight}, "
-        "not part of the checkpoint"
-        if cfg.probe_weight
-        else ""
-    )
-    if cfg.probe_only:
-        probe += "; probe loss only (the LM did not run)"
+    aids = []
+    if cfg.probe_weight:
+        aids.append(f"answer probe (halfv.zoo.answer_probe) loss weight {cfg.probe_weight}")
+    if cfg.label_weight:
+        aids.append(f"label heads (halfv.zoo.label_heads) loss weight {cfg.label_weight}")
+    probe = f"; {' and '.join(aids)}, not part of the checkpoint" if aids else ""
+    if cfg.vision_only:
+        probe += "; their losses only (the LM did not run)"
     window = f", window {v.qwen_window_size} px" if cfg.family == "qwen2_5_vl" else ""
     device = (
         torch.cuda.get_device_name()
@@ -197,6 +213,7 @@ def _card(cfg: TrainConfig, res: TrainResult, command: str, weights: Path) -> st
         "|---|---|---|---|",
         *rows,
         "",
+        *_label_lines(res.metrics),
         (
             f"Load it with `halfv.zoo.load_trained({cfg.family!r})`; prune it with its "
             f"calibrated schedule, `halfv.zoo.calibrated_schedule({cfg.family!r})` "
@@ -205,6 +222,28 @@ def _card(cfg: TrainConfig, res: TrainResult, command: str, weights: Path) -> st
         "",
     ]
     return "\n".join(lines)
+
+
+def _label_lines(metrics: dict[str, Any]) -> list[str]:
+    """Card lines with the label heads' accuracy per head, if they were scored."""
+    splits = [s for s in ("train", "test") if f"labels/{s}" in metrics]
+    if not splits:
+        return []
+    heads = [h for h in metrics[f"labels/{splits[-1]}"] if h != "mean"]
+
+    def cells(head: str) -> str:
+        scores = [metrics[f"labels/{s}"].get(head, {}).get("accuracy", math.nan) for s in splits]
+        return " | ".join(f"{v:.3f}" for v in scores)
+
+    return [
+        "Label heads (halfv.zoo.label_heads; accuracy on the first images of each split):",
+        "",
+        f"| head | {' | '.join(splits)} |",
+        "|---|" + "---|" * len(splits),
+        *(f"| {h} | {cells(h)} |" for h in heads),
+        "| mean | " + " | ".join(f"{metrics[f'labels/{s}']['mean']:.3f}" for s in splits) + " |",
+        "",
+    ]
 
 
 def _earlier_steps(cfg: TrainConfig) -> int:
@@ -241,7 +280,9 @@ def main(argv: list[str] | None = None) -> int:
         grad_checkpointing=args.grad_checkpointing,
         lm_dtype=args.lm_dtype,
         probe_weight=args.probe_weight,
-        probe_only=args.probe_only,
+        label_weight=args.label_weight,
+        label_eval_limit=args.label_eval_limit,
+        vision_only=args.vision_only,
         init_from=str(args.init_from) if args.init_from else None,
         bank=args.bank,
         bank_limit=args.bank_limit,
@@ -272,8 +313,7 @@ def main(argv: list[str] | None = None) -> int:
         lora_alpha=cfg.lora_alpha,
         extra=extra,
     )
-    if res.probe is not None:
-        save_probe(res.probe, args.out)
+    TrainingAids(res.probe, res.label_heads).save(args.out)
     res = finish(res, cfg)
     res.metrics["steps_done"] = res.steps_done
     res.metrics["seconds"] = round(res.seconds, 1)
@@ -284,6 +324,9 @@ def main(argv: list[str] | None = None) -> int:
     for key, m in res.metrics.items():
         if isinstance(m, dict) and "accuracy" in m:
             out.append(f"  {key:18s} accuracy {m['accuracy']:.3f} (n={m['n']}) {m['per_task']}")
+        elif key.startswith("labels/"):
+            heads = ", ".join(f"{h} {v['accuracy']:.2f}" for h, v in m.items() if h != "mean")
+            out.append(f"  {key:18s} label heads, mean {m['mean']:.3f}: {heads}")
     sys.stdout.write("\n".join(out) + "\n")
     return 0
 

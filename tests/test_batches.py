@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from halfv.data import load_split
+from halfv.data.image_labels import LABEL_HEADS, label_row
 from halfv.zoo import smollm2 as smol
 from halfv.zoo.batches import ItemBank, ItemStream
 from halfv.zoo.families import build_family
@@ -61,6 +62,7 @@ def test_bank_batches_equal_the_processor_on_pil_images(
     assert set(batch.inputs) == set(ref)
     for key, value in ref.items():
         assert torch.equal(batch.inputs[key], value), key
+    assert batch.targets.tolist() == [label_row(it) for it in items]  # each image's labels
 
 
 def test_bank_keeps_each_image_file_once(processors: dict[str, Any]) -> None:
@@ -103,6 +105,8 @@ def test_stream_batches_hold_prompts_and_labels(processors: dict[str, Any]) -> N
     batch = stream.next()
     assert len(batch) == 3
     assert {"input_ids", "attention_mask", "labels", "pixel_values"} <= set(batch.inputs)
+    assert batch.targets.shape == (3, len(LABEL_HEADS))
+    assert batch.targets.dtype == torch.long
 
 
 def test_preprocess_uint8_names_pixels_it_cannot_take(processors: dict[str, Any]) -> None:

@@ -20,9 +20,16 @@ def _fake_checkpoint(folder: Path, *, family: str = "llava", rank: int = 8) -> P
     return folder
 
 
-def test_probe_only_needs_a_probe() -> None:
-    with pytest.raises(ValueError, match="probe_weight > 0"):
-        TrainConfig(family="llava", device="cpu", probe_only=True)
+def test_vision_only_needs_an_aid() -> None:
+    with pytest.raises(ValueError, match="probe_weight > 0 or label_weight > 0"):
+        TrainConfig(family="llava", device="cpu", vision_only=True)
+    TrainConfig(family="llava", device="cpu", vision_only=True, label_weight=1.0)
+
+
+@pytest.mark.parametrize("name", ["probe_weight", "label_weight", "label_eval_limit"])
+def test_negative_aid_settings_are_named(name: str) -> None:
+    with pytest.raises(ValueError, match=f"{name} must be >= 0"):
+        TrainConfig(family="llava", device="cpu", **{name: -1})
 
 
 def test_init_from_without_weights_is_named(tmp_path: Path) -> None:

@@ -41,6 +41,7 @@ from halfv.zoo.checkpoint import (
     calibrated_schedule,
     checkpoint_path,
 )
+from halfv.zoo.label_heads import LABEL_HEADS_NAME
 from halfv.zoo.lora import LoRALinear, add_lora
 from halfv.zoo.processing import IGNORE_INDEX
 
@@ -329,7 +330,7 @@ def test_save_load_roundtrip(smollm2: tuple[Any, Any], tmp_path: Path) -> None:
     )
 
 
-@pytest.mark.slow  # ~55 s: 2-step runs: plain, continued with the probe, probe-only (banked)
+@pytest.mark.slow  # ~60 s: 2-step runs: plain, continued with the probe, vision-only (banked)
 @needs_smollm2
 @pytest.mark.skipif(
     not HAS_EASYVQA, reason="easy-VQA not installed: pip install --no-deps easy-vqa"
@@ -379,13 +380,18 @@ def test_training_smoke_on_cpu(tmp_path: Path) -> None:
     assert "answer probe" in card
     assert np.isfinite(json.loads((more / "metrics.json").read_text())["losses"][0][1])
 
-    # the tower alone on the probe's loss (no LM pass), continuing from the probe run
-    pre = tmp_path / "llava-probe-only"
+    # the tower alone on the probe's and label heads' losses (no LM pass), continued
+    pre = tmp_path / "llava-vision-only"
     only = [*args[: args.index("--out")], "--init-from", str(more), "--probe-weight", "1.0"]
-    banked = ["--probe-only", "--bank", "--bank-limit", "8"]  # batches from the item bank
+    only += ["--label-weight", "1.0", "--label-eval-limit", "3"]
+    banked = ["--vision-only", "--bank", "--bank-limit", "8"]  # batches from the item bank
     assert train_vlm.main([*only, *banked, "--out", str(pre)]) == 0
     card = (pre / "card.md").read_text()
-    assert "probe loss only (the LM did not run)" in card
+    assert "their losses only (the LM did not run)" in card
+    assert "| easyvqa/shape |" in card  # the label heads' accuracy table
+    labels = json.loads((pre / "metrics.json").read_text())["labels/test"]
+    assert 0.0 <= labels["mean"] <= 1.0
+    assert (pre / LABEL_HEADS_NAME).is_file()
     assert "which continued from a checkpoint of 2 steps" in card  # the whole chain
     assert json.loads((pre / "config.json").read_text())["steps_total"] == 6
     before = load_file(str(more / WEIGHTS_NAME))

@@ -19,7 +19,13 @@ from PIL import Image
 
 from halfv.data.items import LazyVQA, VQAItem
 
-__all__ = ["EASYVQA_ANSWERS", "easyvqa_dir", "image_shapes", "load_easyvqa"]
+__all__ = [
+    "EASYVQA_ANSWERS",
+    "easyvqa_dir",
+    "image_attributes",
+    "image_shapes",
+    "load_easyvqa",
+]
 
 EASYVQA_ANSWERS: tuple[str, ...] = (
     "circle", "rectangle", "triangle",
@@ -70,6 +76,40 @@ def image_shapes(split: str) -> dict[str, str]:
         if answer in EASYVQA_ANSWERS[:3]:
             shapes.setdefault(path, answer)
     return shapes
+
+
+def _attribute_facts(question: str, answer: str) -> list[str]:
+    """The shape and colour words one question and its answer say the image has."""
+    words = question.rstrip("?").split()
+    named = [w for w in words if w in EASYVQA_ANSWERS[:11]]
+    if answer in EASYVQA_ANSWERS[:11]:  # "what color is the circle?" -> "red"
+        return [answer, *named]
+    negated = "not" in words or words[:2] == ["is", "no"]
+    present = (answer == "yes") != negated
+    return named if present else []
+
+
+@cache
+def image_attributes(split: str) -> dict[str, tuple[str | None, str | None]]:
+    """The shape and colour of every image of ``split``, as its questions tell them.
+
+    Every question that names the image's shape or colour, or confirms one ("is there a
+    red shape?" yes, "is there not a circle?" no), counts. easy-VQA draws one shape of one
+    colour per image, so the facts of an image never disagree (a test checks this).
+
+    Returns:
+        ``{image_path: (shape or None, colour or None)}``; ``None`` where no question tells.
+    """
+    if split not in ("train", "test"):
+        msg = f"easy-VQA split must be 'train' or 'test', got {split!r}"
+        raise ValueError(msg)
+    found: dict[str, dict[str, str]] = {}
+    for question, answer, path in _questions(split):
+        facts = found.setdefault(path, {})
+        for word in _attribute_facts(question, answer):
+            kind = "shape" if word in EASYVQA_ANSWERS[:3] else "colour"
+            facts.setdefault(kind, word)
+    return {path: (f.get("shape"), f.get("colour")) for path, f in found.items()}
 
 
 def _open_rgb(path: str) -> Image.Image:

@@ -13,6 +13,8 @@ training items uniformly, and both are seeded (the stream fixes draw ``k`` by
   round trips, no host-to-device copy of pixels. Both training splits take 7.6 GB (the
   50,000 synthetic 224 x 224 scenes).
 
+Every batch also carries each image's per-image labels
+(:func:`halfv.data.image_labels.label_row`) as ``targets``, for the label heads.
 With ``vision_only`` a source returns just what the vision tower reads (``pixel_values``
 and, for Qwen2.5-VL, ``image_grid_thw``): the prompts a probe-only run would never use
 are not built.
@@ -29,6 +31,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from halfv.data import VQAItem, load_split
+from halfv.data.image_labels import label_row
 from halfv.zoo.processing import VQAProcessor
 
 __all__ = ["Batch", "ItemBank", "ItemStream"]
@@ -38,11 +41,16 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Batch:
-    """One training batch: the texts and the model inputs built from them."""
+    """One training batch: the texts, the model inputs built from them, the image labels.
+
+    ``targets`` is ``[B, heads]``: each image's class per head of
+    :data:`halfv.data.image_labels.LABEL_HEADS` (``UNKNOWN`` where none applies).
+    """
 
     questions: list[str]
     answers: list[str]
     inputs: dict[str, torch.Tensor]
+    targets: torch.Tensor
 
     def __len__(self) -> int:
         return len(self.questions)
@@ -73,14 +81,15 @@ def _batch(
     questions: list[str],
     answers: list[str],
     pixels: torch.Tensor,
+    targets: torch.Tensor,
     *,
     vision_only: bool,
 ) -> Batch:
-    """A batch from its texts and preprocessed pixels (prompts and labels unless vision only)."""
+    """A batch from its texts, preprocessed pixels and image labels (prompts unless vision only)."""
     inputs = proc.vision_inputs(pixels, len(questions))
     if not vision_only:
         inputs |= proc.encode_text(questions, answers, pixels.device)
-    return Batch(questions, answers, inputs)
+    return Batch(questions, answers, inputs, targets)
 
 
 class ItemStream:
@@ -112,14 +121,16 @@ class ItemStream:
         pixels = self.proc.preprocess_images([it.image for it in items], self.device)
         questions = [it.question for it in items]
         answers = [it.answer for it in items]
-        return _batch(self.proc, questions, answers, pixels, vision_only=self.vision_only)
+        rows = torch.tensor([label_row(it) for it in items], dtype=torch.long)
+        targets = rows.to(self.device)
+        return _batch(self.proc, questions, answers, pixels, targets, vision_only=self.vision_only)
 
 
-_Row = tuple[int, str, np.ndarray, str, str]
+_Row = tuple[int, str, np.ndarray, str, str, list[int]]
 
 
 class _Rendered(Dataset[_Row]):
-    """Every item of the training splits, as ``(dataset, image key, pixels, q, a)``.
+    """Every item of the training splits: ``(dataset, image key, pixels, q, a, labels)``.
 
     Items that share an image file (``meta["path"]``, as easy-VQA's questions do) share a
     key, so the bank stores that image once.
@@ -137,7 +148,7 @@ class _Rendered(Dataset[_Row]):
         item = self.splits[d][i]
         key = str(item.meta.get("path", f"{d}:{i}"))
         pixels = np.asarray(item.image.convert("RGB"), dtype=np.uint8)
-        return d, key, pixels, item.question, item.answer
+        return d, key, pixels, item.question, item.answer, label_row(item)
 
 
 class ItemBank:
@@ -180,8 +191,9 @@ class ItemBank:
         dataset_of: list[int] = []
         self.questions: list[str] = []
         self.answers: list[str] = []
+        labels: list[list[int]] = []
         for chunk in loader:  # in item order: the loader does not shuffle
-            for d, key, pixels, q, a in chunk:
+            for d, key, pixels, q, a, row in chunk:
                 if key not in keys:
                     keys[key] = len(images)
                     images.append(pixels)
@@ -189,6 +201,8 @@ class ItemBank:
                 dataset_of.append(d)
                 self.questions.append(q)
                 self.answers.append(a)
+                labels.append(row)
+        self.targets = torch.tensor(labels, dtype=torch.long, device=self.device)
         self.dataset_of = np.array(dataset_of, dtype=np.int64)
         self._group_images(images, image_of)
         self.datasets = [np.flatnonzero(self.dataset_of == d) for d in range(len(datasets))]
@@ -234,7 +248,8 @@ class ItemBank:
             rows = torch.from_numpy(self.row_of[ks[pos]]).to(self.device)
             groups.append((torch.from_numpy(pos), self.groups[g].index_select(0, rows)))
         pixels = self.proc.preprocess_uint8(groups, len(ks), self.device)
-        return _batch(self.proc, questions, answers, pixels, vision_only=self.vision_only)
+        targets = self.targets.index_select(0, torch.from_numpy(ks).to(self.device))
+        return _batch(self.proc, questions, answers, pixels, targets, vision_only=self.vision_only)
 
     def next(self) -> Batch:
         """The next batch, on the device."""

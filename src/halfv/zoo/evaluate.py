@@ -6,19 +6,31 @@
 
 from __future__ import annotations
 
+import logging
 import string
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
+from halfv.data import load_split
 from halfv.zoo.processing import VQAProcessor
 
 if TYPE_CHECKING:
     from PIL import Image
     from transformers import PreTrainedModel
 
-__all__ = ["QAItem", "accuracy", "answer_questions", "normalize_answer"]
+__all__ = [
+    "QAItem",
+    "accuracy",
+    "answer_questions",
+    "autocast_bf16",
+    "evaluate_all",
+    "normalize_answer",
+]
+
+log = logging.getLogger(__name__)
 
 _PUNCT = str.maketrans("", "", string.punctuation)
 
@@ -114,3 +126,55 @@ def accuracy(preds: Sequence[str], items: Sequence[QAItem]) -> float:
         for p, it in zip(preds, items, strict=True)
     )
     return hits / len(items)
+
+
+def autocast_bf16(device: torch.device, enabled: bool | None = None) -> AbstractContextManager[Any]:
+    """bf16 autocast on CUDA (or wherever ``enabled``), else nothing."""
+    if enabled if enabled is not None else device.type == "cuda":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def evaluate_all(
+    model: PreTrainedModel,
+    processor: VQAProcessor,
+    datasets: Sequence[str],
+    *,
+    limit: int,
+    batch_size: int,
+    device: torch.device,
+    autocast: bool | None = None,
+) -> dict[str, Any]:
+    """Accuracy on the first ``limit`` train and test items of every dataset.
+
+    ``autocast`` turns bf16 autocast on or off (default: on for CUDA).
+
+    Returns:
+        ``{"<dataset>/<split>": {"accuracy", "n", "per_task", "examples"}}``.
+    """
+    metrics: dict[str, Any] = {}
+    for name in datasets:
+        for split in ("train", "test"):
+            items = list(load_split(name, split, limit=limit))
+            with autocast_bf16(device, autocast):
+                preds = answer_questions(model, processor, items, batch_size, 4, device)
+            per_task: dict[str, list[int]] = {}
+            for p, it in zip(preds, items, strict=True):
+                hit = int(normalize_answer(p) == normalize_answer(it.answer))
+                per_task.setdefault(it.task, []).append(hit)
+            metrics[f"{name}/{split}"] = {
+                "accuracy": round(accuracy(preds, items), 4),
+                "n": len(items),
+                "per_task": {t: round(sum(h) / len(h), 4) for t, h in sorted(per_task.items())},
+                "examples": [
+                    [it.question, it.answer, p] for it, p in zip(items[:5], preds[:5], strict=False)
+                ],
+            }
+            log.info(
+                "%s/%s accuracy %.3f (n=%d)",
+                name,
+                split,
+                metrics[f"{name}/{split}"]["accuracy"],
+                len(items),
+            )
+    return metrics

@@ -8,10 +8,12 @@ the forward runs under bf16 autocast. The learning rate warms up linearly, then 
 cosine over the run's progress, where progress is the larger of ``step / steps`` and
 ``elapsed / max_minutes``, so the schedule also completes when the time limit ends a run.
 With ``probe_weight > 0`` an answer probe (:mod:`halfv.zoo.answer_probe`) adds a short
-path from the answer to the vision tower. ``init_from`` continues from a checkpoint (and
-its saved probe), e.g. in a second device call. ``probe_only`` trains the vision tower
-and projector on the probe's loss alone, without running the LM: many times more steps
-per minute, a pre-training phase for the tower before the joint one. ``bank`` renders the
+path from the answer to the vision tower. With ``label_weight > 0`` pooled per-image
+heads (:mod:`halfv.zoo.label_heads`) add the loss of naming what each image shows.
+``init_from`` continues from a checkpoint (and the probe and heads saved beside it), e.g.
+in a second device call. ``vision_only`` trains the vision tower and projector on those
+auxiliary losses alone, without running the LM: many times more steps per minute, a
+pre-training phase for the tower before the joint one. ``bank`` renders the
 training splits once and keeps them on the device (:mod:`halfv.zoo.batches`).
 :func:`halfv.zoo.save_trained` writes the result; :mod:`scripts/train_vlm.py` is the CLI.
 """
@@ -22,8 +24,6 @@ import json
 import logging
 import math
 import time
-from collections.abc import Sequence
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,12 +31,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 
-from halfv.data import load_split
-from halfv.zoo.answer_probe import AnswerProbe, ProjectorTap, build_probe, load_probe
+from halfv.zoo.aids import TrainingAids, build_aids
+from halfv.zoo.answer_probe import AnswerProbe, ProjectorTap
 from halfv.zoo.batches import Batch, ItemBank, ItemStream
 from halfv.zoo.checkpoint import WEIGHTS_NAME, load_trained_tensors
-from halfv.zoo.evaluate import accuracy, answer_questions, normalize_answer
+from halfv.zoo.evaluate import autocast_bf16, evaluate_all
 from halfv.zoo.families import VisionSize, build_family, trained_prefixes
+from halfv.zoo.label_heads import ImageLabelHeads, evaluate_label_heads
 from halfv.zoo.lora import add_lora, merge_lora
 from halfv.zoo.processing import IGNORE_INDEX, VQAProcessor
 from halfv.zoo.smollm2 import load_smollm2
@@ -79,7 +80,9 @@ class TrainConfig:
     grad_checkpointing: bool = False
     lm_dtype: str | None = None
     probe_weight: float = 0.0
-    probe_only: bool = False
+    label_weight: float = 0.0
+    label_eval_limit: int = 1000
+    vision_only: bool = False
     init_from: str | None = None
     bank: bool = False
     bank_limit: int | None = None
@@ -97,11 +100,15 @@ class TrainConfig:
         if not self.datasets:
             msg = "datasets is empty; pass e.g. ('easyvqa', 'synthetic')"
             raise ValueError(msg)
-        if self.probe_weight < 0:
-            msg = f"probe_weight must be >= 0 (0 = no answer probe), got {self.probe_weight}"
-            raise ValueError(msg)
-        if self.probe_only and self.probe_weight <= 0:
-            msg = "probe_only trains on the probe's loss alone; also pass probe_weight > 0"
+        for name in ("probe_weight", "label_weight", "label_eval_limit"):
+            if getattr(self, name) < 0:
+                msg = f"{name} must be >= 0 (0 = off), got {getattr(self, name)}"
+                raise ValueError(msg)
+        if self.vision_only and self.probe_weight <= 0 and self.label_weight <= 0:
+            msg = (
+                "vision_only trains on the answer probe's and label heads' losses alone; "
+                "also pass probe_weight > 0 or label_weight > 0"
+            )
             raise ValueError(msg)
         if self.bank_limit is not None and (not self.bank or self.bank_limit < 1):
             msg = (
@@ -119,16 +126,10 @@ class TrainResult:
     processor: VQAProcessor
     steps_done: int
     probe: AnswerProbe | None
+    label_heads: ImageLabelHeads | None
     seconds: float
     losses: list[tuple[int, float]]
     metrics: dict[str, Any]
-
-
-def _autocast(device: torch.device, enabled: bool | None = None) -> AbstractContextManager[Any]:
-    """bf16 autocast on CUDA (or wherever ``enabled``), else nothing."""
-    if enabled if enabled is not None else device.type == "cuda":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return nullcontext()
 
 
 def _loss(model: PreTrainedModel, inputs: dict[str, torch.Tensor], family: str) -> torch.Tensor:
@@ -151,28 +152,31 @@ def _losses(
     batch: Batch,
     *,
     cfg: TrainConfig,
-    probe: AnswerProbe | None,
+    aux: TrainingAids,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The loss to minimise and its detached parts (``"lm"``, ``"probe"``) of one batch.
+    """The loss to minimise and its detached parts (``"lm"``, ``"probe"``, ``"labels"``).
 
-    With a probe, its loss comes from the same forward pass; with ``cfg.probe_only`` the
-    LM does not run, only the vision tower and projector do.
+    The probe and the label heads read the projector's output of the same forward pass;
+    with ``cfg.vision_only`` the LM does not run, only the vision tower and projector do.
     """
     inputs = batch.inputs
-    if probe is None:
+    if aux.probe is None and aux.label_heads is None:
         lm_loss = _loss(model, inputs, cfg.family)
         return lm_loss, {"lm": lm_loss.detach()}
     with ProjectorTap(model, cfg.family) as tap:
         parts: dict[str, torch.Tensor] = {}
-        if cfg.probe_only:  # the batch holds the vision inputs only
+        if cfg.vision_only:  # the batch holds the vision inputs only
             model.model.get_image_features(**inputs)
         else:
             parts["lm"] = _loss(model, inputs, cfg.family)
-        probe_loss = probe.loss(
-            tap.take(len(batch)), proc.tokenizer, batch.questions, batch.answers
-        )
-    total = cfg.probe_weight * probe_loss + parts.get("lm", 0.0)
-    parts["probe"] = probe_loss
+        visual = tap.take(len(batch))
+    total = parts.get("lm", visual.new_zeros((), dtype=torch.float32))
+    if aux.probe is not None:
+        parts["probe"] = aux.probe.loss(visual, proc.tokenizer, batch.questions, batch.answers)
+        total = total + cfg.probe_weight * parts["probe"]
+    if aux.label_heads is not None:
+        parts["labels"] = aux.label_heads.loss(visual, batch.targets)
+        total = total + cfg.label_weight * parts["labels"]
     return total, {k: v.detach().float() for k, v in parts.items()}
 
 
@@ -182,55 +186,10 @@ def _lr_factor(step: int, progress: float, warmup: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
 
-def evaluate_all(
-    model: PreTrainedModel,
-    processor: VQAProcessor,
-    datasets: Sequence[str],
-    *,
-    limit: int,
-    batch_size: int,
-    device: torch.device,
-    autocast: bool | None = None,
-) -> dict[str, Any]:
-    """Accuracy on the first ``limit`` train and test items of every dataset.
-
-    ``autocast`` turns bf16 autocast on or off (default: on for CUDA).
-
-    Returns:
-        ``{"<dataset>/<split>": {"accuracy", "n", "per_task", "examples"}}``.
-    """
-    metrics: dict[str, Any] = {}
-    for name in datasets:
-        for split in ("train", "test"):
-            items = list(load_split(name, split, limit=limit))
-            with _autocast(device, autocast):
-                preds = answer_questions(model, processor, items, batch_size, 4, device)
-            per_task: dict[str, list[int]] = {}
-            for p, it in zip(preds, items, strict=True):
-                hit = int(normalize_answer(p) == normalize_answer(it.answer))
-                per_task.setdefault(it.task, []).append(hit)
-            metrics[f"{name}/{split}"] = {
-                "accuracy": round(accuracy(preds, items), 4),
-                "n": len(items),
-                "per_task": {t: round(sum(h) / len(h), 4) for t, h in sorted(per_task.items())},
-                "examples": [
-                    [it.question, it.answer, p] for it, p in zip(items[:5], preds[:5], strict=False)
-                ],
-            }
-            log.info(
-                "%s/%s accuracy %.3f (n=%d)",
-                name,
-                split,
-                metrics[f"{name}/{split}"]["accuracy"],
-                len(items),
-            )
-    return metrics
-
-
 def _setup(
     cfg: TrainConfig,
-) -> tuple[PreTrainedModel, VQAProcessor, list[dict[str, Any]], AnswerProbe | None]:
-    """Build the model (and probe), freeze the LM, return the optimizer's groups."""
+) -> tuple[PreTrainedModel, VQAProcessor, list[dict[str, Any]], TrainingAids]:
+    """Build the model (and training aids), freeze the LM, return the optimizer's groups."""
     if cfg.init_from:
         _check_init_from(cfg, Path(cfg.init_from))
     torch.manual_seed(cfg.seed)
@@ -251,19 +210,18 @@ def _setup(
     if cfg.init_from:
         load_trained_tensors(model, cfg.family, Path(cfg.init_from) / WEIGHTS_NAME)
         log.info("continuing from %s", cfg.init_from)
-    probe = None
-    if cfg.probe_weight > 0:
-        probe = build_probe(model, cfg.datasets)
-        if cfg.init_from and load_probe(probe, cfg.init_from):
-            log.info("answer probe restored from %s", cfg.init_from)
-        elif cfg.init_from:
-            log.info("no matching probe in %s: the answer probe starts afresh", cfg.init_from)
-        groups.append({"params": list(probe.parameters()), "base_lr": cfg.lr})
+    aux = build_aids(
+        model,
+        probe_datasets=cfg.datasets if cfg.probe_weight > 0 else None,
+        label_heads=cfg.label_weight > 0,
+        init_from=cfg.init_from,
+    )
+    groups.extend({"params": list(m.parameters()), "base_lr": cfg.lr} for m in aux.modules())
     count = sum(p.numel() for g in groups for p in g["params"])
     log.info("%s: %d trainable parameters", cfg.family, count)
     if cfg.grad_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    return model, proc, groups, probe
+    return model, proc, groups, aux
 
 
 def train(cfg: TrainConfig) -> TrainResult:
@@ -280,10 +238,10 @@ def train(cfg: TrainConfig) -> TrainResult:
     if device.type == "cuda" and not torch.cuda.is_available():
         msg = f"device={cfg.device!r} but CUDA is not available; pass --device cpu"
         raise RuntimeError(msg)
-    model, proc, groups, probe = _setup(cfg)
+    model, proc, groups, aux = _setup(cfg)
     params = [p for g in groups for p in g["params"]]
-    source = _prepare(cfg, model, proc, probe, device)
-    probe_window: list[float] = []
+    source = _prepare(cfg, model, proc, aux, device)
+    side: dict[str, list[float]] = {}  # the auxiliary losses since the last log line
     opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     limit_s = cfg.max_minutes * 60.0 if cfg.max_minutes else math.inf
     losses: list[tuple[int, float]] = []
@@ -301,8 +259,8 @@ def train(cfg: TrainConfig) -> TrainResult:
         t_data = time.monotonic()
         batch = source.next()
         data_seconds += time.monotonic() - t_data
-        with _autocast(device, device.type == "cuda" or cfg.lm_dtype == "bfloat16"):
-            loss, parts = _losses(model, proc, batch, cfg=cfg, probe=probe)
+        with autocast_bf16(device, device.type == "cuda" or cfg.lm_dtype == "bfloat16"):
+            loss, parts = _losses(model, proc, batch, cfg=cfg, aux=aux)
         opt.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -310,30 +268,32 @@ def train(cfg: TrainConfig) -> TrainResult:
         step += 1
         values = dict(zip(parts, torch.stack(list(parts.values())).tolist(), strict=True))
         _check_finite(cfg.family, step, values)
-        window.append(values.get("lm", values.get("probe", math.nan)))
-        if "probe" in values:
-            probe_window.append(values["probe"])
+        window.append(values.get("lm", sum(values.values())))
+        for name in values.keys() - {"lm"}:
+            side.setdefault(name, []).append(values[name])
         if step % cfg.log_every == 0 or step == cfg.steps:
             losses.append((step, round(sum(window) / len(window), 4)))
             rate = (time.monotonic() - start) / step
+            shown = ", ".join(f"{k} {sum(v) / len(v):.4f}" for k, v in sorted(side.items()))
             log.info(
                 "step %d loss %.4f%s lr %.2e %.3f s/step (%.3f s of it preparing the batch)",
                 step,
                 losses[-1][1],
-                f" (probe {sum(probe_window) / len(probe_window):.4f})" if probe_window else "",
+                f" ({shown})" if shown else "",
                 cfg.lr * factor,
                 rate,
                 data_seconds / step,
             )
-            window, probe_window = [], []
+            window, side = [], {}
     seconds = time.monotonic() - start
     del source
     if cfg.grad_checkpointing:
         model.gradient_checkpointing_disable()
     model.eval()
-    if probe is not None:
-        probe.eval()
-    return TrainResult(model, proc, step, probe, seconds, losses, _run_info(cfg, device))
+    for module in aux.modules():
+        module.eval()
+    info = _run_info(cfg, device)
+    return TrainResult(model, proc, step, aux.probe, aux.label_heads, seconds, losses, info)
 
 
 def _check_init_from(cfg: TrainConfig, folder: Path) -> None:
@@ -358,7 +318,10 @@ def _check_init_from(cfg: TrainConfig, folder: Path) -> None:
 def _check_finite(family: str, step: int, values: dict[str, float]) -> None:
     if not all(math.isfinite(v) for v in values.values()):
         shown = ", ".join(f"{k} {v}" for k, v in values.items())
-        msg = f"{family}: non-finite loss at step {step} ({shown}); lower --lr or --probe-weight"
+        msg = (
+            f"{family}: non-finite loss at step {step} ({shown}); "
+            "lower --lr, --probe-weight or --label-weight"
+        )
         raise FloatingPointError(msg)
 
 
@@ -366,20 +329,20 @@ def _prepare(
     cfg: TrainConfig,
     model: PreTrainedModel,
     proc: VQAProcessor,
-    probe: AnswerProbe | None,
+    aux: TrainingAids,
     device: torch.device,
 ) -> ItemBank | ItemStream:
-    """Move the model (and probe) to ``device`` in train mode; return the batch source."""
+    """Move the model (and training aids) to ``device`` in train mode; return the batches."""
     torch.nn.Module.to(model, device)
     model.train()
-    if probe is not None:
-        probe.to(device).train()
+    for module in aux.modules():
+        module.to(device).train()
     kwargs: dict[str, Any] = {
         "batch_size": cfg.batch_size,
         "seed": cfg.seed,
         "device": device,
         "num_workers": cfg.num_workers,
-        "vision_only": cfg.probe_only,
+        "vision_only": cfg.vision_only,
     }
     if cfg.bank:
         return ItemBank(cfg.datasets, proc, limit=cfg.bank_limit, **kwargs)
@@ -395,8 +358,27 @@ def _run_info(cfg: TrainConfig, device: torch.device) -> dict[str, Any]:
 
 
 def finish(result: TrainResult, cfg: TrainConfig) -> TrainResult:
-    """Merge LoRA into the LM and evaluate (call after saving the unmerged factors)."""
+    """Merge LoRA into the LM and evaluate (call after saving the unmerged factors).
+
+    The LM answers the first ``cfg.eval_limit`` questions of each split; the label heads,
+    if any, name the first ``cfg.label_eval_limit`` images of each split
+    (``metrics["labels/train"]``, ``metrics["labels/test"]``).
+    """
     merge_lora(result.model)
+    if result.label_heads is not None and cfg.label_eval_limit > 0:
+        for split in ("train", "test"):
+            scores = evaluate_label_heads(
+                result.model,
+                result.processor,
+                result.label_heads,
+                cfg.family,
+                cfg.datasets,
+                split=split,
+                limit=cfg.label_eval_limit,
+                batch_size=cfg.eval_batch_size,
+            )
+            result.metrics[f"labels/{split}"] = scores
+            log.info("label heads, %s split: mean accuracy %.3f", split, scores["mean"])
     if cfg.eval_limit > 0:
         device = next(result.model.parameters()).device
         result.metrics.update(
