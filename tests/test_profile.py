@@ -188,6 +188,21 @@ def test_suggested_config_replaces_layers_and_mode_keeps_ratios(llava: Tiny) -> 
     assert default.ivr_keep == report.default_config.ivr_keep
 
 
+def test_keep_ivr_keeps_the_base_ssr_layer_when_the_profiled_one_is_not_after_it(
+    llava: Tiny,
+) -> None:
+    report = _report(llava)  # lifecycle: IVR 3, SSR 4 (freeze)
+    base = PruningConfig(ivr_layer=4, ssr_layer=5, ssr_mode="prune", ssr_keep=0.05)
+    config = suggested_config(report, base, keep_ivr=True)
+    assert (config.ivr_layer, config.ssr_layer, config.ssr_mode) == (4, 5, "freeze")  # KL mode
+    earlier = PruningConfig(ivr_layer=2, ssr_layer=5, ssr_mode="prune", ssr_keep=0.05)
+    config = suggested_config(report, earlier, keep_ivr=True)
+    assert (config.ivr_layer, config.ssr_layer) == (2, 4)  # the profiled SSR layer fits
+    # the KL curve (1e-5 everywhere) then moves the freeze to just after the IVR layer
+    frozen = suggested_config(report, base, keep_ivr=True, freeze_below=0.01)
+    assert (frozen.ivr_layer, frozen.ssr_layer, frozen.ssr_mode) == (4, 5, "freeze")
+
+
 def test_no_lifecycle_keeps_the_base_layers_and_says_so(
     llava: Tiny, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

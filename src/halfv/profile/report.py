@@ -297,7 +297,9 @@ def suggested_config(
     With ``freeze_below`` (opt-in) the SSR stage becomes ``freeze`` from the layer where
     the KL curve falls and stays below it (:func:`halfv.saturation.freeze_onset`), if there
     is one after the IVR layer; otherwise the schedule above is kept. With ``keep_ivr`` the
-    base's ``ivr_layer`` stays and only the SSR stage comes from the profile.
+    base's ``ivr_layer`` stays and only the SSR stage comes from the profile; when the
+    profiled SSR layer is not after that IVR layer, the base's SSR layer is kept too (with
+    the probed SSR mode, as for an undetected lifecycle).
 
     Raises:
         ValueError: the result does not fit the profiled model, or ``freeze_below`` is
@@ -306,7 +308,8 @@ def suggested_config(
     base = base or report.default_config
     life = report.lifecycle
     update: dict[str, Any] = {}
-    if life.detected:
+    ssr_fits = life.ssr_layer is None or not keep_ivr or life.ssr_layer > base.ivr_layer
+    if life.detected and ssr_fits:
         update = {"ssr_layer": life.ssr_layer}
         if not keep_ivr:
             update["ivr_layer"] = life.ivr_layer
