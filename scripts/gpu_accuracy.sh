@@ -19,7 +19,10 @@
 # (comma-separated, default: none) are then profiled and get a new schedule.json by the
 # zoo's rule, fixed before any answer is seen: `halfv calibrate --freeze-below 0.01
 # --keep-ivr` when the KL probe finds a layer from which it stays below 0.01, else the
-# plain `halfv calibrate` (docs/models.md, "Shipped schedules").
+# plain `halfv calibrate` (docs/models.md, "Shipped schedules"). Resume a cut call with the
+# same settings, PROFILE included: each call gets a fresh copy of the tree, so without it
+# the resumed rows would use the committed schedule.json files (the profiles are kept and
+# not rerun; the calibration is redone in a second).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 LOG=accuracy.log
