@@ -160,9 +160,9 @@ def _card(cfg: TrainConfig, res: TrainResult, command: str, weights: Path) -> st
         aids.append(f"answer probe (halfv.zoo.answer_probe) loss weight {cfg.probe_weight}")
     if cfg.label_weight:
         aids.append(f"label heads (halfv.zoo.label_heads) loss weight {cfg.label_weight}")
-    probe = f"; {' and '.join(aids)}, not part of the checkpoint" if aids else ""
+    aids_text = f"; {' and '.join(aids)}, not part of the checkpoint" if aids else ""
     if cfg.vision_only:
-        probe += "; their losses only (the LM did not run)"
+        aids_text += "; their losses only (the LM did not run)"
     window = f", window {v.qwen_window_size} px" if cfg.family == "qwen2_5_vl" else ""
     device = (
         torch.cuda.get_device_name()
@@ -189,7 +189,7 @@ def _card(cfg: TrainConfig, res: TrainResult, command: str, weights: Path) -> st
         (
             f"- Steps: {res.steps_done} of {cfg.steps} at batch {cfg.batch_size}, AdamW lr "
             f"{cfg.lr} (warmup {cfg.warmup}, cosine), seed {cfg.seed}, {res.seconds:.0f} s "
-            f"on {device}{probe}."
+            f"on {device}{aids_text}."
         ),
         *_lineage(cfg),
         (

@@ -97,6 +97,30 @@ def test_easyvqa_labels_agree_with_every_question() -> None:
     assert labelled > 0.9 * len(items)
 
 
+@needs_easyvqa
+def test_easyvqa_labels_do_not_depend_on_where_the_data_is_installed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The split comes from the data's own folders, not from words in the install path."""
+    from halfv.data import easyvqa
+
+    linked = tmp_path / "test" / "site" / "data"  # an install path with a "test" folder
+    linked.parent.mkdir(parents=True)
+    linked.symlink_to(easyvqa.easyvqa_dir(), target_is_directory=True)
+    monkeypatch.setattr(easyvqa, "easyvqa_dir", lambda: linked)
+    caches = (easyvqa._questions, easyvqa.image_attributes)
+    for cached in caches:
+        cached.cache_clear()
+    try:
+        items = list(easyvqa.load_easyvqa("train", limit=50))
+        assert all(str(it.meta["path"]).startswith(str(linked)) for it in items)
+        shapes = [_label(label_row(it), "easyvqa/shape") for it in items]
+        assert sum(s is not None for s in shapes) > 40
+    finally:
+        for cached in caches:
+            cached.cache_clear()
+
+
 def test_heads_loss_ignores_unknown_labels_and_learns() -> None:
     torch.manual_seed(0)
     heads = ImageLabelHeads(32, attention_heads=4, queries=2)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from itertools import combinations
+from pathlib import Path
 
 from halfv.data.easyvqa import EASYVQA_ANSWERS, image_attributes
 from halfv.data.items import VQAItem
@@ -63,19 +64,20 @@ LABEL_HEADS: tuple[LabelHead, ...] = (
 """Every head, in the order of :func:`label_row`'s entries."""
 
 
+_CLASS_INDEX = {h.name: {c: i for i, c in enumerate(h.classes)} for h in LABEL_HEADS}
+
+
 def _index(head: str, value: str | None) -> int:
     if value is None:
         return UNKNOWN
     return _CLASS_INDEX[head][value]
 
 
-_CLASS_INDEX = {h.name: {c: i for i, c in enumerate(h.classes)} for h in LABEL_HEADS}
-
-
 def _easyvqa_labels(item: VQAItem) -> dict[str, int]:
     path = str(item.meta["path"])
-    split = "test" if "/test/" in path.replace("\\", "/") else "train"
-    shape, colour = image_attributes(split).get(path, (None, None))
+    split = Path(path).parent.parent.name  # <data>/<split>/images/<n>.png
+    known = image_attributes(split) if split in ("train", "test") else {}
+    shape, colour = known.get(path, (None, None))
     return {
         "easyvqa/shape": _index("easyvqa/shape", shape),
         "easyvqa/colour": _index("easyvqa/colour", colour),

@@ -27,6 +27,7 @@ from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 
 from halfv.data import answer_vocab
+from halfv.zoo.checkpoint import load_beside, save_beside
 from halfv.zoo.evaluate import normalize_answer
 
 if TYPE_CHECKING:
@@ -210,28 +211,12 @@ class ProjectorTap:
 
 def save_probe(probe: AnswerProbe, folder: str | Path) -> Path:
     """Write the probe's trained weights to ``folder / PROBE_NAME``."""
-    from safetensors.torch import save_file
-
-    path = Path(folder) / PROBE_NAME
-    state = {k: v.detach().cpu().contiguous() for k, v in probe.state_dict().items()}
-    save_file(state, str(path), metadata={"answers": "\n".join(probe.answers)})
-    return path
+    return save_beside(probe, Path(folder) / PROBE_NAME, "\n".join(probe.answers))
 
 
 def load_probe(probe: AnswerProbe, folder: str | Path) -> bool:
     """Load ``folder / PROBE_NAME`` into ``probe`` if it exists with the same answers."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    path = Path(folder) / PROBE_NAME
-    if not path.is_file():
-        return False
-    with safe_open(str(path), "pt") as f:
-        answers = tuple((f.metadata() or {}).get("answers", "").split("\n"))
-    if answers != probe.answers:
-        return False
-    probe.load_state_dict(load_file(str(path)))
-    return True
+    return load_beside(probe, Path(folder) / PROBE_NAME, "\n".join(probe.answers))
 
 
 def build_probe(model: PreTrainedModel, datasets: Sequence[str]) -> AnswerProbe:

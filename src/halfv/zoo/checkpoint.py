@@ -36,8 +36,10 @@ __all__ = [
     "WEIGHTS_NAME",
     "calibrated_schedule",
     "checkpoint_path",
+    "load_beside",
     "load_trained",
     "load_trained_tensors",
+    "save_beside",
     "save_trained",
     "trained_state_dict",
 ]
@@ -51,6 +53,34 @@ SCHEDULE_NAME = "schedule.json"
 MAX_FILE_BYTES = 15_000_000
 """Size limit of one checkpoint file (they are committed to git)."""
 _FORMAT = 1
+
+
+def save_beside(module: torch.nn.Module, path: str | Path, signature: str) -> Path:
+    """Write ``module``'s state to ``path`` (safetensors), tagged with ``signature``.
+
+    For training aids kept beside a checkpoint (answer probe, label heads): the
+    signature says what the module was built for, so :func:`load_beside` refuses a file
+    made for another build.
+    """
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    save_file(state, str(path), metadata={"signature": signature})
+    return Path(path)
+
+
+def load_beside(module: torch.nn.Module, path: str | Path, signature: str) -> bool:
+    """Load ``path`` into ``module`` if it exists and was saved with ``signature``."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    if not Path(path).is_file():
+        return False
+    with safe_open(str(path), "pt") as f:
+        if (f.metadata() or {}).get("signature") != signature:
+            return False
+    module.load_state_dict(load_file(str(path)))
+    return True
 
 
 def checkpoint_path(family: str) -> Path:

@@ -27,6 +27,7 @@ from torch import nn
 from halfv.data import load_split
 from halfv.data.image_labels import LABEL_HEADS, UNKNOWN, LabelHead, label_row
 from halfv.zoo.answer_probe import ProjectorTap
+from halfv.zoo.checkpoint import load_beside, save_beside
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -177,28 +178,12 @@ def evaluate_label_heads(
 
 def save_label_heads(heads: ImageLabelHeads, folder: str | Path) -> Path:
     """Write the heads' weights to ``folder / LABEL_HEADS_NAME``."""
-    from safetensors.torch import save_file
-
-    path = Path(folder) / LABEL_HEADS_NAME
-    state = {k: v.detach().cpu().contiguous() for k, v in heads.state_dict().items()}
-    save_file(state, str(path), metadata={"heads": _signature(heads.heads)})
-    return path
+    return save_beside(heads, Path(folder) / LABEL_HEADS_NAME, _signature(heads.heads))
 
 
 def load_label_heads(heads: ImageLabelHeads, folder: str | Path) -> bool:
     """Load ``folder / LABEL_HEADS_NAME`` into ``heads`` if it exists with the same heads."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    path = Path(folder) / LABEL_HEADS_NAME
-    if not path.is_file():
-        return False
-    with safe_open(str(path), "pt") as f:
-        saved = (f.metadata() or {}).get("heads", "")
-    if saved != _signature(heads.heads):
-        return False
-    heads.load_state_dict(load_file(str(path)))
-    return True
+    return load_beside(heads, Path(folder) / LABEL_HEADS_NAME, _signature(heads.heads))
 
 
 def _signature(heads: Sequence[LabelHead]) -> str:
