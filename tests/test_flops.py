@@ -563,3 +563,14 @@ def test_cli_main_reports_user_errors(capsys: pytest.CaptureFixture[str]) -> Non
     assert json.loads(capsys.readouterr().out)["field"]["speedup"] == pytest.approx(3.13, abs=0.005)
     assert main(["flops", "--model", "foo", "--visual-tokens", "3"]) == 2
     assert "halfv: error: unknown model 'foo'; known: llava-1.5-7b" in capsys.readouterr().err
+
+
+def test_describe_schedule_names_a_non_default_selection() -> None:
+    from halfv.cli.flops_cmd import describe_schedule
+
+    base = PruningConfig(ivr_layer=3, ivr_keep=0.5, ssr_mode="none", ssr_layer=None)
+    assert describe_schedule(base) == "IVR @3 keep 0.5, no SSR"
+    grid = base.model_copy(update={"ivr_policy_options": {"grid_share": 0.7}})
+    assert describe_schedule(grid) == "IVR @3 keep 0.5 (grid 0.7), no SSR"
+    other = PruningConfig(ivr_layer=2, ivr_keep=0.25, ivr_policy="uniform", ssr_layer=21)
+    assert describe_schedule(other).startswith("IVR @2 keep 0.25 (uniform), ")

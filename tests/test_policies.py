@@ -51,6 +51,8 @@ IVR_INSTANCES: list[IVRPolicy] = [
     HalfVPolicy(attention_share=0.0),
     HalfVPolicy(attention_share=0.5),
     HalfVPolicy(attention_share=1.0),
+    HalfVPolicy(attention_share=0.1, grid_share=0.7),
+    HalfVPolicy(attention_share=0.6, grid_share=0.6),
     RandomPolicy(seed=12345),
 ]
 
@@ -168,12 +170,13 @@ def test_ivr_options_are_validated(cls: type[IVRPolicy]) -> None:
 
 
 # --------------------------------------------------------------------------- HalfV
+@pytest.mark.parametrize("field", ["attention_share", "grid_share"])
 @pytest.mark.parametrize("share", [1.5, -0.1])
-def test_halfv_attention_share_range(share: float) -> None:
+def test_halfv_share_ranges(field: str, share: float) -> None:
     with pytest.raises(ValidationError) as info:
-        HalfVPolicy(attention_share=share)
+        HalfVPolicy(**{field: share})
     text = str(info.value)
-    assert "attention_share" in text
+    assert field in text
     assert f"input_value={share}" in text
     expected = "less than or equal to 1" if share > 1 else "greater than or equal to 0"
     assert expected in text
@@ -201,6 +204,15 @@ def test_halfv_extremes_equal_baselines(inputs: tuple[Tensor, Tensor, int]) -> N
     assert torch.equal(
         HalfVPolicy(attention_share=1.0).select(scores, features, keep),
         AttentionPolicy().select(scores, None, keep),
+    )
+
+
+@given(selection_inputs(tied_scores=None))
+def test_halfv_all_grid_is_the_uniform_baseline(inputs: tuple[Tensor, Tensor, int]) -> None:
+    scores, features, keep = inputs
+    assert torch.equal(
+        HalfVPolicy(attention_share=0.0, grid_share=1.0).select(scores, features, keep),
+        UniformPolicy().select(scores, None, keep),
     )
 
 

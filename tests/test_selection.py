@@ -19,6 +19,7 @@ import halfv.selection
 from halfv.selection import (
     anchor_count,
     farthest_point_sampling,
+    grid_seeds,
     halfv_select,
     random_indices,
     topk_indices,
@@ -338,6 +339,58 @@ def test_halfv_select_rejects_bad_inputs() -> None:
         halfv_select(scores, features, 7, 0.1)
     with pytest.raises(ValueError, match=r"features \(2, 5, 3\) must have the \[B, N\]"):
         halfv_select(scores, features[:, :5], 3, 0.1)
+
+
+@given(
+    selection_inputs(max_tokens=40, dtype=torch.float64, tied_scores=None),
+    st.floats(0.0, 1.0),
+    st.floats(0.0, 1.0),
+)
+def test_halfv_select_with_grid_is_anchors_grid_then_fps(
+    inputs: tuple[Tensor, Tensor, int], share: float, grid_share: float
+) -> None:
+    scores, features, keep = inputs
+    out = halfv_select(scores, features, keep, share, grid_share)
+    n_anchors = math.floor(keep * share + 1e-9)
+    n_grid = min(math.floor(keep * grid_share + 1e-9), keep - n_anchors)
+    assert out.shape == (scores.shape[0], keep)
+    for b in range(scores.shape[0]):
+        anchors = ref_topk(scores[b], n_anchors)
+        free = [i for i in range(scores.shape[1]) if i not in anchors]
+        grid = [free[(2 * i + 1) * len(free) // (2 * n_grid)] for i in range(n_grid)]
+        row = out[b].tolist()
+        assert row[: n_anchors + n_grid] == anchors + grid
+        assert row == ref_fps(features[b], keep, anchors + grid)
+        assert len(set(row)) == keep
+
+
+def test_grid_share_zero_is_the_published_selection_and_one_is_a_stride() -> None:
+    gen = torch.Generator().manual_seed(9)
+    scores = torch.randn(3, 64, generator=gen)
+    features = torch.randn(3, 64, 5, generator=gen)
+    assert torch.equal(
+        halfv_select(scores, features, 16, 0.25, 0.0), halfv_select(scores, features, 16, 0.25)
+    )
+    stride = halfv_select(scores, features, 16, 0.0, 1.0)
+    assert torch.equal(stride, uniform_indices(64, 16).expand(3, 16))
+
+
+def test_grid_seeds_skip_anchors_and_reject_too_many() -> None:
+    mask = torch.zeros(2, 10, dtype=torch.bool)
+    mask[0, [0, 1]] = True
+    mask[1, [8, 9]] = True
+    assert grid_seeds(mask, 2, 4).tolist() == [[3, 5, 7, 9], [1, 3, 5, 7]]
+    assert grid_seeds(mask, 2, 0).shape == (2, 0)
+    with pytest.raises(ValueError, match=r"count=9 must be an int in \[0, 8\]"):
+        grid_seeds(mask, 2, 9)
+
+
+def test_grid_seeds_read_nothing_back_from_the_device() -> None:
+    features = torch.randn(2, 300, 16, generator=torch.Generator().manual_seed(6))
+    scores = torch.randn(2, 300, generator=torch.Generator().manual_seed(7))
+    with count_host_syncs() as calls:
+        halfv_select(scores, features, 120, 0.1, 0.5)
+    assert calls == []
 
 
 def test_anchor_count() -> None:

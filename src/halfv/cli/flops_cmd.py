@@ -91,8 +91,16 @@ def parse_counts(text: str, option: str) -> list[int]:
 
 
 def describe_schedule(config: PruningConfig) -> str:
-    """One-line summary, e.g. ``IVR @2 keep 0.25, prune @21 keep 0.05``."""
+    """One-line summary, e.g. ``IVR @2 keep 0.25, prune @21 keep 0.05``.
+
+    A non-default IVR policy or option is named after the keep, e.g. ``IVR @3 keep 0.5
+    (grid 0.7), no SSR`` or ``IVR @2 keep 0.25 (uniform)``.
+    """
     text = f"IVR @{config.ivr_layer} keep {config.ivr_keep:g}"
+    extras = [] if config.ivr_policy == "halfv" else [config.ivr_policy]
+    grid = config.ivr_policy_options.get("grid_share")
+    extras += [f"grid {grid:g}"] if isinstance(grid, int | float) and grid > 0 else []
+    text += f" ({', '.join(extras)})" if extras else ""
     if config.ssr_mode == "none" or config.ssr_layer is None:
         return f"{text}, no SSR"
     text += f", {config.ssr_mode} @{config.ssr_layer}"

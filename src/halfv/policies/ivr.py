@@ -62,8 +62,14 @@ class HalfVPolicy(IVRPolicy):
     ``attention_share = 0`` this is :class:`DiversityPolicy`; with 1 it is
     :class:`AttentionPolicy`.
 
+    ``grid_share`` (halfv's addition, default 0) seeds the coverage step with an even stride
+    of ``floor(keep * grid_share)`` tokens as well (:func:`halfv.selection.grid_seeds`), so
+    farthest-point sampling adds only what the stride missed instead of over-sampling rare
+    content (``docs/policies.md``, "Grid seeds").
+
     Attributes:
         attention_share: share of the budget taken by relevance anchors, in ``[0, 1]``.
+        grid_share: share of the budget seeded by an even stride, in ``[0, 1]``.
     """
 
     name: ClassVar[str] = "halfv"
@@ -77,8 +83,19 @@ class HalfVPolicy(IVRPolicy):
         description="Share of the budget filled by top-relevance anchors, in [0, 1].",
     )
 
+    grid_share: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "Share of the budget seeded by an even stride over the span before the coverage "
+            "step, in [0, 1]; 0 is the published method."
+        ),
+    )
+
     def _choose(self, scores: Tensor, features: Tensor | None, keep: int) -> Tensor:
-        return halfv_select(scores, _features(self, features), keep, self.attention_share)
+        features = _features(self, features)
+        return halfv_select(scores, features, keep, self.attention_share, self.grid_share)
 
 
 class AttentionPolicy(IVRPolicy):
