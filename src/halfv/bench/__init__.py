@@ -252,7 +252,9 @@ def make_entry(
         dataset: dataset name.
         spec: the evaluated schedule.
         result: its ``accuracy``, ``correct``, ``seconds``, ``measured_flops_ratio`` and
-            ``predictions`` (or, when reused from a file, ``agreement``).
+            ``predictions`` (or, when reused from a file, ``agreement``); optionally
+            ``hits``, one ``"1"``/``"0"`` per question (right or wrong), which the CI
+            gate's paired test reads.
         reference: the unpruned result on the same items.
         counts: ``(questions, visual tokens per image, mean text tokens, items digest)``.
         max_new_tokens: the greedy decoding length.
@@ -288,6 +290,8 @@ def make_entry(
         "max_new_tokens": max_new_tokens,
         "key": spec.key,
     }
+    if result.get("hits") is not None:
+        entry["hits"] = str(result["hits"])
     if cfg is None:
         entry["predictions"] = preds
     return entry

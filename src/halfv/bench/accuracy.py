@@ -273,8 +273,12 @@ def _evaluate(
         msg = f"the answer function returned {len(preds)} predictions for {len(items)} items"
         raise RuntimeError(msg)
     accuracy = float(score(preds, items))
+    hits = "".join(
+        "1" if score([p], [item]) > 0 else "0" for p, item in zip(preds, items, strict=True)
+    )
     return {
         "predictions": [str(p) for p in preds],
+        "hits": hits,
         "accuracy": accuracy,
         "correct": accuracy * len(items),
         "measured_flops_ratio": measured,

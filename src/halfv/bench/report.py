@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +19,6 @@ __all__ = [
     "DOCS_END",
     "DOCS_START",
     "POOLED",
-    "CheckOutcome",
-    "check_results",
     "markdown_report",
     "pooled_entries",
     "target_rows",
@@ -88,62 +85,6 @@ def pooled_entries(entries: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]
 
 def _find(rows: Sequence[Mapping[str, Any]], **match: str) -> list[Mapping[str, Any]]:
     return [r for r in rows if all(r[k] == v for k, v in match.items())]
-
-
-@dataclass(frozen=True)
-class CheckOutcome:
-    """Result of :func:`check_results`: ``ok`` and one line per comparison made."""
-
-    ok: bool
-    lines: list[str]
-
-
-def check_results(
-    results: Mapping[str, Any], min_retention: float = 0.95, margin: float = 0.0
-) -> CheckOutcome:
-    """The CI gate: HalfV's default schedule per backbone, on all datasets pooled.
-
-    Fails when its retention is below ``min_retention``, or its accuracy is below that of
-    the ``random`` baseline at the same budget (every view present) by more than
-    ``margin``, or when a needed row is missing.
-    """
-    rows = _find(pooled_entries(results["entries"]), dataset=POOLED)
-    lines, ok = [], True
-    for family in dict.fromkeys(r["family"] for r in rows):
-        halfv = _find(rows, family=family, method="halfv", view="budget", budget="default")
-        if not halfv or halfv[0]["retention"] is None:
-            why = (
-                "no HalfV result at budget 'default'"
-                if not halfv
-                else "the unpruned accuracy is 0, so retention is undefined (untrained model?)"
-            )
-            lines.append(f"FAIL {family}: {why}")
-            ok = False
-            continue
-        h = halfv[0]
-        passed = h["retention"] >= min_retention
-        ok &= passed
-        lines.append(
-            f"{'ok  ' if passed else 'FAIL'} {family}: HalfV default retention "
-            f"{h['retention']:.3f} (accuracy {h['accuracy']:.3f}, {h['n']} questions, "
-            f"FLOPs ratio {h['flops_ratio']:.3f}) {'>=' if passed else '<'} {min_retention}"
-        )
-        randoms = _find(rows, family=family, method="random", budget="default")
-        if not randoms:
-            lines.append(f"FAIL {family}: no random baseline at the default budget to compare")
-            ok = False
-        for r in randoms:
-            passed = h["accuracy"] >= r["accuracy"] - margin
-            ok &= passed
-            lines.append(
-                f"{'ok  ' if passed else 'FAIL'} {family}: HalfV accuracy {h['accuracy']:.3f} "
-                f"{'>=' if passed else '<'} random ({r['view']} view, FLOPs ratio "
-                f"{r['flops_ratio']:.3f}) {r['accuracy']:.3f}" + (f" - {margin}" if margin else "")
-            )
-    if not rows:
-        lines.append("FAIL: the results hold no entries")
-        ok = False
-    return CheckOutcome(ok, lines)
 
 
 def target_rows(

@@ -5,10 +5,11 @@ Examples::
     # full run (GPU): every family, method, budget and view on both test splits
     halfv bench-accuracy --device cuda --out docs/assets/accuracy \\
         --update-docs docs/benchmarks.md
-    # CI: ~100 questions per backbone, HalfV's default schedule against random (~6 min
-    # on 2 cores with native bfloat16; image features are reused across runs on the CPU)
-    halfv bench-accuracy --device cpu --dtype bfloat16 --limit 50 --budgets default \\
-        --methods halfv,random --views budget --batch-size 16 --out bench-ci --check
+    # CI: ~100 questions per backbone, each checkpoint's shipped schedule against random
+    # (about 15 min on 2 cores; image features are reused across runs on the CPU)
+    halfv bench-accuracy --device cpu --limit 50 --budgets default \\
+        --methods halfv-calibrated,random --views budget --batch-size 16 --out bench-ci \\
+        --check --check-method halfv-calibrated --check-alpha 0.05
     # regenerate table.md, the plot and the docs block from OUT/results.json
     halfv bench-accuracy --report-only --out docs/assets/accuracy --update-docs docs/benchmarks.md
 
@@ -107,6 +108,22 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     add("--check", action="store_true", help="CI gate: exit 1 if HalfV's default schedule fails")
     add("--min-retention", type=float, default=0.95, help="--check retention floor (0.95)")
     add("--check-margin", type=float, default=0.0, help="--check slack against random (0)")
+    add(
+        "--check-alpha",
+        type=float,
+        metavar="A",
+        help="--check: call HalfV below random only when random is ahead on the same "
+        "questions by a one-sided exact sign test with p < A (e.g. 0.05), instead of "
+        "comparing accuracies with --check-margin",
+    )
+    add(
+        "--check-method",
+        choices=("halfv", "halfv-calibrated"),
+        default="halfv",
+        help="--check: the HalfV schedule under test: the adapter's default (halfv) or each "
+        "checkpoint's shipped schedule.json, the default that halfv demo applies to a "
+        "trained zoo model (halfv-calibrated)",
+    )
     add("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -179,6 +196,12 @@ def _command(args: argparse.Namespace) -> str:
             parts += [f"--{option}", pair]
     flags = ("resume", "check")
     parts += [f"--{flag}" for flag in flags if getattr(args, flag)]
+    if args.check:
+        parts += ["--min-retention", str(args.min_retention), "--check-method", args.check_method]
+        if args.check_alpha is not None:
+            parts += ["--check-alpha", str(args.check_alpha)]
+        elif args.check_margin:
+            parts += ["--check-margin", str(args.check_margin)]
     return shlex.join(parts)
 
 
@@ -242,7 +265,8 @@ def _load_datasets(names: list[str], limit: int | None) -> dict[str, list[Any]]:
 def _finish(args: argparse.Namespace, results: dict[str, Any]) -> int:
     from rich.console import Console
 
-    from halfv.bench.report import check_results, update_docs, write_outputs
+    from halfv.bench.gate import check_results
+    from halfv.bench.report import update_docs, write_outputs
 
     console = Console()
     paths = write_outputs(results, args.out)
@@ -252,7 +276,13 @@ def _finish(args: argparse.Namespace, results: dict[str, Any]) -> int:
         console.print(f"docs:    {update_docs(args.update_docs, results, paths['plot'])}")
     if not args.check:
         return 0
-    outcome = check_results(results, args.min_retention, args.check_margin)
+    outcome = check_results(
+        results,
+        args.min_retention,
+        args.check_margin,
+        method=args.check_method,
+        alpha=args.check_alpha,
+    )
     for line in outcome.lines:
         console.print(line, markup=False, highlight=False)
     if not outcome.ok:
@@ -277,8 +307,14 @@ def run(args: argparse.Namespace) -> int:
     families = _names(args.families, "--families", tuple(FAMILIES.split(",")))
     methods = _names(args.methods, "--methods", METHODS)
     budgets = parse_budgets(args.budgets)
-    if args.check and ("halfv" not in methods or "random" not in methods):
-        msg = "--check compares HalfV with random: include both in --methods"
+    if args.check and (args.check_method not in methods or "random" not in methods):
+        msg = (
+            f"--check compares {args.check_method} (--check-method) with random: include "
+            "both in --methods"
+        )
+        raise ValueError(msg)
+    if args.check_alpha is not None and not 0 < args.check_alpha < 1:
+        msg = f"--check-alpha {args.check_alpha}: use a probability in (0, 1), e.g. 0.05"
         raise ValueError(msg)
     if args.check and "default" not in [b.label for b in budgets]:
         msg = "--check tests HalfV's default schedule: include 'default' in --budgets"
