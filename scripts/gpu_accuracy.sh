@@ -17,9 +17,10 @@
 # SCHEDULES=shipped (default: calibrated) makes `halfv-calibrated` use each checkpoint's
 # shipped schedule.json instead of a fresh plain calibration. The families in PROFILE
 # (comma-separated, default: none) are then profiled and get a new schedule.json by the
-# zoo's rule, fixed before any answer is seen: `halfv calibrate --freeze-below 0.01
-# --keep-ivr` when the KL probe finds a layer from which it stays below 0.01, else the
-# plain `halfv calibrate` (docs/models.md, "Shipped schedules"). Resume a cut call with the
+# zoo's rule, fixed before any answer is seen: `halfv calibrate --base-config <base>
+# --freeze-below 0.01 --keep-ivr --unsaturated none`, the base being
+# halfv.zoo.zoo_base_schedule(family) (docs/models.md, "Shipped schedules"): freeze where
+# the KL probe stays below 0.01, no SSR stage when it never does. Resume a cut call with the
 # same settings, PROFILE included: each call gets a fresh copy of the tree, so without it
 # the resumed rows would use the committed schedule.json files (the profiles are kept and
 # not rerun; the calibration is redone in a second).
@@ -61,12 +62,11 @@ if [ "${SCHEDULES:-calibrated}" = shipped ]; then
   for fam in ${PROFILE//,/ }; do
     profile "$fam"
     prof=$RUN/profile-$fam/profile.json
+    python3 -c "import sys; from halfv.config import save_config; from halfv.zoo import \
+zoo_base_schedule as base; save_config(base(sys.argv[1]), sys.argv[2])" "$fam" "$RUN/calib/base-$fam.json"
     COLUMNS=200 python3 -m halfv.cli calibrate --profile "$prof" --out "$RUN/calib/$fam.json" \
-      --freeze-below 0.01 --keep-ivr > "$RUN/calib/$fam.log"
-    if grep -q "no layer qualifies" "$RUN/calib/$fam.log"; then
-      COLUMNS=200 python3 -m halfv.cli calibrate --profile "$prof" --out "$RUN/calib/$fam.json" \
-        >> "$RUN/calib/$fam.log"
-    fi
+      --base-config "$RUN/calib/base-$fam.json" --freeze-below 0.01 --keep-ivr \
+      --unsaturated none > "$RUN/calib/$fam.log"
     cat "$RUN/calib/$fam.log"
     cp "$RUN/calib/$fam.json" "src/halfv/zoo/checkpoints/$fam/schedule.json"
     cp "$RUN/calib/$fam.json" "$CKPT_ROOT/$fam/schedule.json" 2>/dev/null || true

@@ -556,14 +556,17 @@ def test_freeze_onset_is_where_the_kl_curve_stays_low() -> None:
 
 
 PROFILES = Path(__file__).resolve().parents[1] / "docs" / "assets" / "profiles"
+OLD_PROFILES = PROFILES / "zoo-2026-11-24"
 
 
 def test_cli_calibrate_freeze_below_on_the_trained_profiles(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # the zoo LLaVA's KL falls below 0.01 from layer 24 on (docs/benchmarks.md, SSR ablation)
+    # the first zoo LLaVA's KL falls below 0.01 from layer 24 on (docs/benchmarks.md, SSR
+    # ablation; its profile is kept beside the SSR ablation it produced)
     llava = tmp_path / "llava.json"
-    args = ["calibrate", "--profile", str(PROFILES / "trained-llava.json"), "--out", str(llava)]
+    first = OLD_PROFILES / "trained-llava.json"
+    args = ["calibrate", "--profile", str(first), "--out", str(llava)]
     assert cli.main([*args, "--freeze-below", "0.01"]) == 0
     assert "stays below it from layer 24" in capsys.readouterr().out
     config = load_config(llava)
@@ -572,7 +575,7 @@ def test_cli_calibrate_freeze_below_on_the_trained_profiles(
     assert config == load_config(ablation)
     # a model whose KL never falls that low (the first zoo Qwen2.5-VL stayed >= 0.03):
     # the flag leaves the schedule alone
-    busy = json.loads((PROFILES / "trained-llava.json").read_text())
+    busy = json.loads(first.read_text())
     busy["kl"] = [max(0.03, value) for value in busy["kl"][:-1]] + busy["kl"][-1:]
     profile = tmp_path / "busy.json"
     profile.write_text(json.dumps(busy))
@@ -586,19 +589,44 @@ def test_cli_calibrate_freeze_below_on_the_trained_profiles(
 
 @pytest.mark.parametrize("family", ["llava", "internvl", "qwen2_5_vl"])
 def test_shipped_zoo_schedules_are_reproduced_by_calibrate(family: str, tmp_path: Path) -> None:
-    # every checkpoint ships "default IVR + freeze where the KL stays below 0.01" (the
-    # zoo's rule when the KL probe finds such a layer; docs/models.md), the schedules
-    # measured in docs/benchmarks.md (SSR ablations and the full table)
-    from halfv.zoo import calibrated_schedule
+    # every checkpoint ships the zoo's rule (docs/models.md, "Shipped schedules"): the zoo
+    # base (adapter default + grid seeds), freeze where the KL probe stays below 0.01, no
+    # SSR stage when it never does (the LLaVA's visual updates matter at every layer)
+    from halfv.config import save_config
+    from halfv.zoo import ZOO_GRID_SHARE, calibrated_schedule, zoo_base_schedule
 
-    out = tmp_path / "schedule.json"
+    base, out = tmp_path / "base.json", tmp_path / "schedule.json"
+    save_config(zoo_base_schedule(family), base)
     profile = str(PROFILES / f"trained-{family}.json")
-    flags = ["--freeze-below", "0.01", "--keep-ivr"]
+    flags = ["--base-config", str(base), "--freeze-below", "0.01", "--keep-ivr"]
+    flags += ["--unsaturated", "none"]
     assert cli.main(["calibrate", "--profile", profile, "--out", str(out), *flags]) == 0
     config = load_config(out)
     assert config == calibrated_schedule(family)
-    assert (config.ssr_mode, config.ssr_layer) == ("freeze", {"llava": 24}.get(family, 25))
-    variant = {"llava": "freeze24", "internvl": "freeze25"}.get(family)
-    if variant is not None:
-        ablation = PROFILES.parent / "accuracy" / f"{family}-ssr" / f"{variant}.json"
-        assert config == load_config(ablation)
+    expected = {"llava": ("none", None), "internvl": ("freeze", 24), "qwen2_5_vl": ("freeze", 27)}
+    assert (config.ssr_mode, config.ssr_layer) == expected[family]
+    assert config.ivr_policy_options == {"grid_share": ZOO_GRID_SHARE}
+
+
+def test_unsaturated_none_drops_the_ssr_stage_only_when_no_layer_qualifies(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    busy = json.loads((OLD_PROFILES / "trained-llava.json").read_text())
+    busy["kl"] = [max(0.03, value) for value in busy["kl"][:-1]] + busy["kl"][-1:]
+    profile = tmp_path / "busy.json"
+    profile.write_text(json.dumps(busy))
+    out = tmp_path / "c.json"
+    flags = ["--freeze-below", "0.01", "--unsaturated", "none"]
+    assert cli.main(["calibrate", "--profile", str(profile), "--out", str(out), *flags]) == 0
+    assert "--unsaturated none: no SSR stage" in capsys.readouterr().out
+    config = load_config(out)
+    assert (config.ssr_mode, config.ssr_layer) == ("none", None)
+    # a profile with a qualifying layer freezes there, whatever --unsaturated says
+    first = str(OLD_PROFILES / "trained-llava.json")
+    assert cli.main(["calibrate", "--profile", first, "--out", str(out), *flags]) == 0
+    assert (load_config(out).ssr_mode, load_config(out).ssr_layer) == ("freeze", 24)
+    # without --freeze-below the flag means nothing: one clear error, no file
+    other = tmp_path / "d.json"
+    code = cli.main(["calibrate", "--profile", first, "--out", str(other), "--unsaturated", "none"])
+    _one_error_line(capsys, code, "pass --freeze-below KL too")
+    assert not other.exists()

@@ -38,6 +38,7 @@ from halfv.zoo.checkpoint import (
     MAX_FILE_BYTES,
     SCHEDULE_NAME,
     WEIGHTS_NAME,
+    ZOO_GRID_SHARE,
     calibrated_schedule,
     checkpoint_path,
 )
@@ -172,7 +173,9 @@ def test_shipped_checkpoint_files(family: str) -> None:
     schedule = calibrated_schedule(family)
     assert schedule is not None, f"{family} ships no {SCHEDULE_NAME}"
     schedule.check_depth(30)  # SmolLM2's depth
-    assert schedule.ssr_layer is not None
+    # an SSR stage only where the KL probe found one (docs/models.md, the zoo's rule)
+    assert (schedule.ssr_layer is None) == (schedule.ssr_mode == "none")
+    assert schedule.ivr_policy_options == {"grid_share": ZOO_GRID_SHARE}
 
 
 def test_calibrated_schedule_absent_or_invalid(tmp_path: Path) -> None:

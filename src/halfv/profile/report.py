@@ -285,6 +285,7 @@ def suggested_config(
     *,
     freeze_below: float | None = None,
     keep_ivr: bool = False,
+    unsaturated: Literal["keep", "none"] = "keep",
 ) -> PruningConfig:
     """``base`` (default: the model's default schedule) with the profiled layers and mode.
 
@@ -296,7 +297,9 @@ def suggested_config(
 
     With ``freeze_below`` (opt-in) the SSR stage becomes ``freeze`` from the layer where
     the KL curve falls and stays below it (:func:`halfv.saturation.freeze_onset`), if there
-    is one after the IVR layer; otherwise the schedule above is kept. With ``keep_ivr`` the
+    is one after the IVR layer; otherwise, with ``unsaturated="keep"`` the schedule above is
+    kept, and with ``unsaturated="none"`` its SSR stage is dropped: the probe found no layer
+    whose visual update the model can do without, so nothing is saturated. With ``keep_ivr`` the
     base's ``ivr_layer`` stays and only the SSR stage comes from the profile; when the
     profiled SSR layer is not after that IVR layer, the base's SSR layer is kept too (with
     the probed SSR mode, as for an undetected lifecycle).
@@ -326,12 +329,15 @@ def suggested_config(
         raise ValueError(msg) from exc
     config.check_depth(report.num_layers)
     if freeze_below is not None:
-        config = _freeze_from_onset(report, config, freeze_below)
+        config = _freeze_from_onset(report, config, freeze_below, unsaturated)
     return config
 
 
 def _freeze_from_onset(
-    report: ProfileReport, config: PruningConfig, threshold: float
+    report: ProfileReport,
+    config: PruningConfig,
+    threshold: float,
+    unsaturated: Literal["keep", "none"],
 ) -> PruningConfig:
     from halfv.saturation import freeze_onset
 
@@ -339,6 +345,10 @@ def _freeze_from_onset(
         msg = "this profile has no KL curve: rerun halfv profile with --kl to place the freeze"
         raise ValueError(msg)
     onset = freeze_onset(report.kl, threshold, first=config.ivr_layer + 1)
+    if onset is None and unsaturated == "none":
+        return PruningConfig.model_validate(
+            {**config.model_dump(), "ssr_layer": None, "ssr_mode": "none"}
+        )
     if onset is None:
         return config
     return PruningConfig.model_validate(

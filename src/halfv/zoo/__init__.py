@@ -21,11 +21,13 @@ from __future__ import annotations
 
 from halfv.zoo.checkpoint import (
     CHECKPOINT_DIR,
+    ZOO_GRID_SHARE,
     calibrated_schedule,
     checkpoint_path,
     load_trained,
     save_trained,
     trained_state_dict,
+    zoo_base_schedule,
 )
 from halfv.zoo.evaluate import accuracy, answer_questions, normalize_answer
 from halfv.zoo.families import (
@@ -44,6 +46,7 @@ __all__ = [
     "CHECKPOINT_DIR",
     "FAMILIES",
     "VISUAL_TOKENS",
+    "ZOO_GRID_SHARE",
     "ImageLayout",
     "VQAProcessor",
     "VisionSize",
@@ -62,4 +65,5 @@ __all__ = [
     "normalize_answer",
     "save_trained",
     "trained_state_dict",
+    "zoo_base_schedule",
 ]

@@ -34,6 +34,7 @@ __all__ = [
     "MAX_FILE_BYTES",
     "SCHEDULE_NAME",
     "WEIGHTS_NAME",
+    "ZOO_GRID_SHARE",
     "calibrated_schedule",
     "checkpoint_path",
     "load_beside",
@@ -42,6 +43,7 @@ __all__ = [
     "save_beside",
     "save_trained",
     "trained_state_dict",
+    "zoo_base_schedule",
 ]
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,11 @@ SCHEDULE_NAME = "schedule.json"
 MAX_FILE_BYTES = 15_000_000
 """Size limit of one checkpoint file (they are committed to git)."""
 _FORMAT = 1
+ZOO_GRID_SHARE = 0.7
+"""``grid_share`` of the zoo's schedules: the IVR coverage step is seeded with an even
+stride of 70 % of the budget (docs/policies.md, "Grid seeds"; measured in docs/benchmarks.md,
+"IVR ablation")."""
+_ZOO_LAYERS = 30  # SmolLM2-135M, the language model of every zoo family
 
 
 def save_beside(module: torch.nn.Module, path: str | Path, signature: str) -> Path:
@@ -95,10 +102,11 @@ def calibrated_schedule(family: str, checkpoint: str | Path | None = None) -> Pr
     """The pruning schedule calibrated for a checkpoint, or ``None`` if it has none.
 
     ``halfv calibrate`` writes it from the checkpoint's profiled TME lifecycle and KL probe
-    (the backbone's saturation detector), so it can differ from the adapter's default: the
-    shipped ``llava`` and ``internvl`` keep their adapter's IVR layer but freeze the
-    visual tokens only from layer 24 / 25, where the probe finds them idle
-    (``--freeze-below 0.01 --keep-ivr``; docs/models.md lists each file's command).
+    (the backbone's saturation detector), so it can differ from the adapter's default:
+    the shipped ones keep their adapter's IVR layer with grid seeds
+    (:func:`zoo_base_schedule`), and freeze the visual tokens only where the probe finds
+    them idle (``internvl`` from layer 24, ``qwen2_5_vl`` from 27) or, where it never does
+    (``llava``), have no SSR stage (docs/models.md lists each file's command).
 
     Args:
         family: one of :data:`halfv.zoo.FAMILIES`.
@@ -112,6 +120,30 @@ def calibrated_schedule(family: str, checkpoint: str | Path | None = None) -> Pr
     folder = Path(checkpoint) if checkpoint is not None else checkpoint_path(family)
     path = folder / SCHEDULE_NAME
     return load_config(path) if path.is_file() else None
+
+
+def zoo_base_schedule(family: str) -> PruningConfig:
+    """The base the zoo's rule calibrates each checkpoint's ``schedule.json`` from.
+
+    The family adapter's reference schedule scaled to SmolLM2's 30 layers, with the IVR
+    coverage step seeded by a grid (``grid_share`` = :data:`ZOO_GRID_SHARE`). The rule
+    (``scripts/gpu_accuracy.sh``, docs/models.md) then runs ``halfv calibrate
+    --base-config <this> --freeze-below 0.01 --keep-ivr --unsaturated none`` on the
+    checkpoint's profile.
+    """
+    from halfv.adapters.base import scale_schedule
+    from halfv.config import PruningConfig
+    from halfv.plugins import get_adapter
+
+    adapter = get_adapter(checkpoint_path(family).name)
+    reference = getattr(adapter, "reference_schedule", None)
+    layers = getattr(adapter, "reference_layers", None)
+    if not isinstance(reference, PruningConfig) or not isinstance(layers, int):
+        msg = f"the {family} adapter has no reference schedule to scale"
+        raise TypeError(msg)
+    scaled = scale_schedule(reference, layers, _ZOO_LAYERS)
+    options = {**scaled.ivr_policy_options, "grid_share": ZOO_GRID_SHARE}
+    return PruningConfig.model_validate({**scaled.model_dump(), "ivr_policy_options": options})
 
 
 def trained_state_dict(model: PreTrainedModel, family: str) -> dict[str, torch.Tensor]:
