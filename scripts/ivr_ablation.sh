@@ -10,9 +10,10 @@
 #   bash scripts/ivr_ablation.sh                     # CPU: bfloat16, 100 + 100 questions
 #   DEVICE=cuda DTYPE=float32 LIMIT=300 BATCH=128 bash scripts/ivr_ablation.sh   # GPU
 # On the lent GPU machine, source scripts/gpu_env.sh first (it stages SmolLM2).
-# Variants: shipped, grid50, grid70 (the shipped schedule with grid_share 0.5 / 0.7),
-# ivr (no SSR stage), ivr-grid70, default-grid70 (the adapter's default schedule for the
-# model's depth, grid_share 0.7). VARIANTS picks some; a finished variant is skipped.
+# Variants: shipped (the shipped schedule with grid_share 0), grid50, grid70 (with 0.5 /
+# 0.7), ivr (its IVR stage only, grid_share 0), ivr-grid70, default-grid70 (the adapter's
+# default schedule for the model's depth with grid_share 0.7: halfv.zoo.zoo_base_schedule).
+# VARIANTS picks some; a finished variant is skipped.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PYTHON="${PYTHON:-python3}"
@@ -23,24 +24,19 @@ mkdir -p "$OUT/schedules"
 "$PYTHON" - "$OUT/schedules" "$FAMILIES" <<'PY'
 import json, sys
 from pathlib import Path
-from halfv.adapters.base import scale_schedule
-from halfv.plugins import get_adapter
-from halfv.zoo import checkpoint_path
+from halfv.zoo import checkpoint_path, zoo_base_schedule
 out, families = Path(sys.argv[1]), sys.argv[2].split(",")
-LAYERS = 30  # SmolLM2-135M, the zoo's language model
 for family in families:
     shipped = json.loads((checkpoint_path(family) / "schedule.json").read_text())
-    adapter = get_adapter(family)
-    scaled = scale_schedule(adapter.reference_schedule, adapter.reference_layers, LAYERS)
-    default = scaled.model_dump(mode="json")
+    no_grid, grid = {"ivr_policy_options": {}}, lambda share: {"ivr_policy_options": {"grid_share": share}}
+    no_ssr = {"ssr_mode": "none", "ssr_layer": None}
     variants = {
-        "shipped": shipped,
-        "grid50": {**shipped, "ivr_policy_options": {"grid_share": 0.5}},
-        "grid70": {**shipped, "ivr_policy_options": {"grid_share": 0.7}},
-        "ivr": {**shipped, "ssr_mode": "none", "ssr_layer": None},
-        "ivr-grid70": {**shipped, "ssr_mode": "none", "ssr_layer": None,
-                       "ivr_policy_options": {"grid_share": 0.7}},
-        "default-grid70": {**default, "ivr_policy_options": {"grid_share": 0.7}},
+        "shipped": {**shipped, **no_grid},
+        "grid50": {**shipped, **grid(0.5)},
+        "grid70": {**shipped, **grid(0.7)},
+        "ivr": {**shipped, **no_ssr, **no_grid},
+        "ivr-grid70": {**shipped, **no_ssr, **grid(0.7)},
+        "default-grid70": zoo_base_schedule(family).model_dump(mode="json"),
     }
     for name, schedule in variants.items():
         (out / name).mkdir(parents=True, exist_ok=True)

@@ -32,6 +32,7 @@ from torch import nn
 from transformers import CLIPVisionConfig, CLIPVisionModel
 
 from halfv.data.easyvqa import EASYVQA_ANSWERS, image_shapes
+from halfv.zoo.families import VisionSize
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -49,20 +50,24 @@ def shape_set(split: str, device: str) -> tuple[torch.Tensor, torch.Tensor]:
 
 def build(size: int, with_projector: bool, device: str) -> tuple[nn.Module, nn.Module, nn.Module]:
     """The tower, the projector (or identity) and the head, initialised in this order."""
+    zoo = VisionSize()  # the zoo's LLaVA tower: hidden 256, 4 layers, 4 heads, MLP 1024
     config = CLIPVisionConfig(
-        hidden_size=256,
-        intermediate_size=1024,
-        num_hidden_layers=4,
-        num_attention_heads=4,
+        hidden_size=zoo.hidden_size,
+        intermediate_size=zoo.intermediate_size,
+        num_hidden_layers=zoo.num_layers,
+        num_attention_heads=zoo.num_heads,
         image_size=size,
         patch_size=14,
     )
     tower: nn.Module = CLIPVisionModel(config)
     tower.to(device)
     projector: nn.Module = nn.Identity()
+    lm_width = 576  # SmolLM2-135M's hidden size, the width LLaVA's projector maps to
     if with_projector:
-        projector = nn.Sequential(nn.Linear(256, 576), nn.GELU(), nn.Linear(576, 576)).to(device)
-    width = 576 if with_projector else 256
+        projector = nn.Sequential(
+            nn.Linear(zoo.hidden_size, lm_width), nn.GELU(), nn.Linear(lm_width, lm_width)
+        ).to(device)
+    width = lm_width if with_projector else zoo.hidden_size
     head = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, 3)).to(device)
     return tower, projector, head
 

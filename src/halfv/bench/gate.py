@@ -51,10 +51,8 @@ def paired_sign_test(ours: str, theirs: str) -> tuple[int, int, float]:
 
 def _pooled_hits(entries: Iterable[Mapping[str, Any]], **match: str) -> str | None:
     """The per-question hits of one (family, method, view, budget), datasets in name order."""
-    found = sorted(
-        (e for e in entries if e["dataset"] != POOLED and all(e[k] == v for k, v in match.items())),
-        key=lambda e: str(e["dataset"]),
-    )
+    per_dataset = [e for e in entries if e["dataset"] != POOLED]
+    found = sorted(_find(per_dataset, **match), key=lambda e: str(e["dataset"]))
     if not found or any(e.get("hits") is None for e in found):
         return None
     return "".join(str(e["hits"]) for e in found)
@@ -121,7 +119,12 @@ def check_results(
             theirs = _pooled_hits(results["entries"], family=family, method="random",
                                   view=r["view"], budget="default")  # fmt: skip
             if ours is None or theirs is None:
-                lines.append(f"FAIL {family}: no per-question hits for the paired test")
+                lines.append(
+                    f"FAIL {family}: no per-question hits for the paired test (entries "
+                    "written before halfv recorded them, e.g. resumed from an older "
+                    "results.json): rerun without --resume, or use --check-margin instead "
+                    "of --check-alpha"
+                )
                 ok = False
                 continue
             only_ours, only_theirs, p = paired_sign_test(ours, theirs)

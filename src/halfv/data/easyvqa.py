@@ -51,6 +51,12 @@ def easyvqa_dir() -> Path:
     raise FileNotFoundError(msg)
 
 
+def _check_split(split: str) -> None:
+    if split not in ("train", "test"):
+        msg = f"easy-VQA split must be 'train' or 'test', got {split!r}"
+        raise ValueError(msg)
+
+
 @cache
 def _questions(split: str) -> tuple[tuple[str, str, str], ...]:
     """``(question, answer, image_path)`` triples of ``split`` in the fixed shuffled order."""
@@ -68,9 +74,7 @@ def image_shapes(split: str) -> dict[str, str]:
         ``{image_path: "circle" | "rectangle" | "triangle"}``, in the fixed shuffled order of
         the questions (easy-VQA draws one shape per image, so one answer fixes it).
     """
-    if split not in ("train", "test"):
-        msg = f"easy-VQA split must be 'train' or 'test', got {split!r}"
-        raise ValueError(msg)
+    _check_split(split)
     shapes: dict[str, str] = {}
     for _question, answer, path in _questions(split):
         if answer in EASYVQA_ANSWERS[:3]:
@@ -100,9 +104,7 @@ def image_attributes(split: str) -> dict[str, tuple[str | None, str | None]]:
     Returns:
         ``{image_path: (shape or None, colour or None)}``; ``None`` where no question tells.
     """
-    if split not in ("train", "test"):
-        msg = f"easy-VQA split must be 'train' or 'test', got {split!r}"
-        raise ValueError(msg)
+    _check_split(split)
     found: dict[str, dict[str, str]] = {}
     for question, answer, path in _questions(split):
         facts = found.setdefault(path, {})
@@ -128,9 +130,7 @@ def load_easyvqa(split: str, limit: int | None = None) -> LazyVQA:
         A lazy sequence of :class:`~halfv.data.VQAItem` with ``task="easyvqa"`` and
         ``meta={"path": image_path}``.
     """
-    if split not in ("train", "test"):
-        msg = f"easy-VQA split must be 'train' or 'test', got {split!r}"
-        raise ValueError(msg)
+    _check_split(split)
     rows = _questions(split)
     n = len(rows) if limit is None else min(limit, len(rows))
 

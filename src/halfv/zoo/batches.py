@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from halfv.data import VQAItem, load_split
 from halfv.data.image_labels import label_row
+from halfv.zoo.label_heads import label_targets
 from halfv.zoo.processing import VQAProcessor
 
 __all__ = ["Batch", "ItemBank", "ItemStream"]
@@ -121,8 +122,7 @@ class ItemStream:
         pixels = self.proc.preprocess_images([it.image for it in items], self.device)
         questions = [it.question for it in items]
         answers = [it.answer for it in items]
-        rows = torch.tensor([label_row(it) for it in items], dtype=torch.long)
-        targets = rows.to(self.device)
+        targets = label_targets([label_row(it) for it in items], self.device)
         return _batch(self.proc, questions, answers, pixels, targets, vision_only=self.vision_only)
 
 
@@ -202,7 +202,7 @@ class ItemBank:
                 self.questions.append(q)
                 self.answers.append(a)
                 labels.append(row)
-        self.targets = torch.tensor(labels, dtype=torch.long, device=self.device)
+        self.targets = label_targets(labels, self.device)
         self.dataset_of = np.array(dataset_of, dtype=np.int64)
         self._group_images(images, image_of)
         self.datasets = [np.flatnonzero(self.dataset_of == d) for d in range(len(datasets))]
