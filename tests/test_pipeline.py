@@ -199,8 +199,11 @@ def test_programmatic_composition_and_stats() -> None:
         report = handle.flops()
         assert report.pruned_exact < report.full_exact
     assert not handle.active
+    # the README reads the stats after the `with` block: they outlive the hooks
+    assert handle.stats == stats
+    assert handle.flops() == report
     with pytest.raises(halfv.HalfvError, match="removed"):
-        _ = handle.stats
+        handle.decode_without_cudnn = False
 
 
 def test_auto_mode_runs_the_detector() -> None:

@@ -31,8 +31,7 @@ from halfv.interfaces import (
     SaturationReport,
     SSRPolicy,
 )
-from halfv.pipeline import Pipeline, PruningHandle, apply
-from halfv.plan import LayerStats, PruneStats
+from halfv.pipeline import Pipeline, PruningHandle, apply, handle_of
 from halfv.plugins import (
     get_adapter,
     get_adapter_for,
@@ -42,6 +41,7 @@ from halfv.plugins import (
     list_components,
     plugin_failures,
 )
+from halfv.runtime.plan import LayerStats, PruneStats
 from halfv.saturation import KLSaturationDetector
 
 __all__ = [
@@ -71,6 +71,7 @@ __all__ = [
     "get_estimator",
     "get_ivr_policy",
     "get_ssr_policy",
+    "handle_of",
     "hookimpl",
     "kept_count",
     "list_components",

@@ -36,7 +36,6 @@ from halfv.config import PruningConfig
 from halfv.flops import FlopsReport, flops_from_token_counts
 from halfv.model_specs import ModelDims
 from halfv.pipeline import apply
-from halfv.plan import PruneStats
 from halfv.plugins import get_adapter_for, get_estimator
 from halfv.profile.collect import collect_curves
 from halfv.profile.inputs import Prompt, load_image
@@ -48,6 +47,7 @@ from halfv.profile.sources import (
     build_tiny,
     load_trained_source,
 )
+from halfv.runtime.plan import PruneStats
 
 __all__ = ["DEFAULT_QUESTION", "DemoResult", "prefill_seconds", "run_demo", "sample_image"]
 

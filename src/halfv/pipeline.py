@@ -11,7 +11,6 @@ out again, leaving the model exactly as it was.
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from torch import nn
+from torch import Tensor, nn
 
 from halfv.config import PruningConfig, load_config
 from halfv.errors import HalfvError
@@ -32,13 +31,11 @@ from halfv.interfaces import (
     SSRPolicy,
 )
 from halfv.model_specs import ModelDims
-from halfv.plan import PruneStats
 from halfv.plugins import get_adapter_for, get_estimator, get_ivr_policy, get_ssr_policy
-from halfv.runtime import PruningRuntime
+from halfv.runtime import PruningRuntime, find_runtime
+from halfv.runtime.plan import PruneStats
 
-__all__ = ["Pipeline", "PruningHandle", "apply"]
-
-_ATTACHED: weakref.WeakKeyDictionary[nn.Module, PruningHandle] = weakref.WeakKeyDictionary()
+__all__ = ["Pipeline", "PruningHandle", "apply", "handle_of"]
 
 
 @dataclass(frozen=True)
@@ -86,9 +83,10 @@ class Pipeline:
             calibration_inputs: processor outputs for the saturation detector; required
                 when ``config.ssr_mode == 'auto'``.
         """
-        if model in _ATTACHED:
+        if find_runtime(model) is not None:
             msg = (
-                "halfv is already applied to this model: call handle.remove() before applying again"
+                "halfv is already applied to this model: call handle.remove() (or "
+                "halfv.handle_of(model).remove()) before applying again"
             )
             raise HalfvError(msg)
         self.config.check_depth(self.adapter.num_layers(model))
@@ -113,14 +111,18 @@ class Pipeline:
             ssr_policy=ssr_policy,
             ssr_mode=ssr_policy.mode,
         )
-        runtime.install()
         handle = PruningHandle(self, runtime, report)
-        _ATTACHED[model] = handle
+        runtime.handle = handle
+        runtime.install()
         return handle
 
 
 class PruningHandle:
     """A live schedule on a model. Use it as a context manager or call :meth:`remove`.
+
+    The handle stays readable after :meth:`remove`: :attr:`stats` and :meth:`flops`
+    report the last pruned prefill it served. A deep copy (or pickle) of an applied model
+    carries its own handle, found with :func:`handle_of`.
 
     Attributes:
         pipeline: the components in use.
@@ -132,7 +134,8 @@ class PruningHandle:
     ) -> None:
         self.pipeline = pipeline
         self.saturation = saturation
-        self._runtime: PruningRuntime | None = runtime
+        self._runtime = runtime
+        self._removed = False
 
     @property
     def config(self) -> PruningConfig:
@@ -140,14 +143,23 @@ class PruningHandle:
         return self.pipeline.config
 
     @property
+    def model(self) -> nn.Module:
+        """The model the schedule is (or was) applied to."""
+        return self._runtime.model
+
+    @property
     def ssr_mode(self) -> str:
         """The SSR action in force (``auto`` resolved)."""
-        return self._live().ssr_mode
+        return self._runtime.ssr_mode
 
     @property
     def stats(self) -> PruneStats | None:
-        """Token counts of the last pruned prefill (``None`` before the first one)."""
-        return self._live().last_stats
+        """Token counts of the last pruned prefill (``None`` before the first one).
+
+        With several threads, each reads its own last prefill (or, in a thread that ran
+        none, the last one of any thread).
+        """
+        return self._runtime.last_stats
 
     def flops(self, sample: int = 0) -> FlopsReport:
         """Prefill FLOPs of the last pruned call for one sample, pruned vs unpruned.
@@ -160,7 +172,7 @@ class PruningHandle:
         if stats is None:
             msg = "no pruned prefill has run through this handle yet: call the model first"
             raise HalfvError(msg)
-        runtime = self._live()
+        runtime = self._runtime
         cfg = self.config
         visual = stats.visual_tokens[sample]
         relevance: dict[int, int] = {}
@@ -180,16 +192,17 @@ class PruningHandle:
 
     @property
     def decode_steps(self) -> int:
-        """Decode steps served since the last pruned prefill."""
-        return self._live().decode_steps
+        """Decode steps served from the last pruned prefill's cache."""
+        plan = self._runtime.last_plan
+        return 0 if plan is None else plan.decode_steps
 
     @property
     def decode_without_cudnn(self) -> bool:
         """Whether pruned decode steps on CUDA run SDPA without its cuDNN backend (default
         True: cuDNN builds an execution graph for every new KV length, and a pruned
-        model's cache has several; see :mod:`halfv.sdpa_backends`). Set it to False to
-        leave the backend choice to PyTorch."""
-        return self._live().decode_without_cudnn
+        model's cache has several; see :mod:`halfv.runtime.sdpa_backends`). Set it to
+        False to leave the backend choice to PyTorch."""
+        return self._runtime.decode_without_cudnn
 
     @decode_without_cudnn.setter
     def decode_without_cudnn(self, value: bool) -> None:
@@ -198,17 +211,20 @@ class PruningHandle:
     @property
     def active(self) -> bool:
         """False once removed."""
-        return self._runtime is not None
+        return not self._removed
 
     def _live(self) -> PruningRuntime:
-        if self._runtime is None:
+        if self._removed:
             msg = "this halfv handle was removed; call halfv.apply(model) again"
             raise HalfvError(msg)
         return self._runtime
 
     @contextmanager
     def disabled(self) -> Iterator[None]:
-        """Temporarily run the model unpruned (hooks stay installed but do nothing)."""
+        """Temporarily run the model unpruned (hooks stay installed but do nothing).
+
+        This switches the schedule off for every thread using the model.
+        """
         runtime = self._live()
         runtime.enabled = False
         try:
@@ -216,13 +232,35 @@ class PruningHandle:
         finally:
             runtime.enabled = True
 
+    @contextmanager
+    def visual_positions(self, mask: Tensor) -> Iterator[None]:
+        """Name the visual rows of the next call that passes ``inputs_embeds``.
+
+        Without ``input_ids`` halfv cannot tell visual rows from text, so such a call is
+        not pruned. Inside this block, the next call of this thread is pruned with
+        ``mask`` (``[batch, seq]`` bool, True on visual rows) as its visual positions::
+
+            embeds = model.get_input_embeddings()(ids)  # ... merged with image features
+            with handle.visual_positions(ids == model.config.image_token_id):
+                model(inputs_embeds=embeds, attention_mask=mask)
+        """
+        if not isinstance(mask, Tensor) or mask.dim() != 2:
+            shape = tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__
+            msg = f"visual_positions needs a [batch, seq] bool tensor, got {shape}"
+            raise HalfvError(msg)
+        runtime = self._live()
+        runtime.supply_visual_mask(mask.bool())
+        try:
+            yield
+        finally:
+            runtime.supply_visual_mask(None)
+
     def remove(self) -> None:
         """Take every hook out; the model is exactly as before :func:`apply`. Idempotent."""
-        if self._runtime is None:
+        if self._removed:
             return
         self._runtime.remove()
-        _ATTACHED.pop(self._runtime.model, None)
-        self._runtime = None
+        self._removed = True
 
     def __enter__(self) -> Self:
         return self
@@ -238,6 +276,19 @@ class PruningHandle:
     def __repr__(self) -> str:
         state = "active" if self.active else "removed"
         return f"PruningHandle({self.pipeline.adapter.name}, {state}, config={self.config!r})"
+
+
+def handle_of(model: nn.Module) -> PruningHandle | None:
+    """The handle of the schedule applied to ``model``, or ``None``.
+
+    Also finds the handle of a deep copy or unpickled copy of an applied model: the copy
+    carries its own hooks and handle, and ``handle_of(copy).remove()`` takes them out.
+    """
+    runtime = find_runtime(model)
+    if runtime is None:
+        return None
+    handle: PruningHandle | None = runtime.handle
+    return handle
 
 
 def apply(

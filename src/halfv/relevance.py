@@ -118,7 +118,7 @@ def relevance_from_projections(
         scale: as in :func:`last_token_relevance`.
 
     The runtime reads the projections the scoring layer computes in its own forward
-    (``halfv.scoring.ProjectionTap``) and passes their rows here, so the visual tokens
+    (``halfv.runtime.scoring.ProjectionTap``) and passes their rows here, so the visual tokens
     are not normed and projected a second time.
     """
     device = queries.device

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["VisualSpans", "find_visual_spans"]
+__all__ = ["VisualSpans", "find_visual_spans", "spans_from_mask"]
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,12 @@ class VisualSpans:
         return self.total > 0
 
 
-def find_visual_spans(input_ids: Tensor, visual_token_ids: Sequence[int]) -> VisualSpans:
+def find_visual_spans(
+    input_ids: Tensor,
+    visual_token_ids: Sequence[int],
+    *,
+    keep_positions: Tensor | None = None,
+) -> VisualSpans:
     """Locate every visual span of every sample.
 
     This synchronises with the host once per call (span boundaries become Python ints),
@@ -49,6 +54,8 @@ def find_visual_spans(input_ids: Tensor, visual_token_ids: Sequence[int]) -> Vis
     Args:
         input_ids: ``[B, T]`` token ids.
         visual_token_ids: ids that stand for visual features.
+        keep_positions: ``[B]`` one position per sample that is never counted as visual
+            (the query position: a prompt that ends on an image token keeps that token).
 
     Returns:
         The visual mask and the per-sample spans.
@@ -61,13 +68,25 @@ def find_visual_spans(input_ids: Tensor, visual_token_ids: Sequence[int]) -> Vis
         raise ValueError(msg)
     ids = torch.tensor(list(visual_token_ids), dtype=input_ids.dtype)
     mask = torch.isin(input_ids, ids.to(input_ids.device, non_blocking=True))
+    return spans_from_mask(mask, keep_positions=keep_positions)
+
+
+def spans_from_mask(mask: Tensor, *, keep_positions: Tensor | None = None) -> VisualSpans:
+    """The visual spans of a ``[B, T]`` bool mask (see :func:`find_visual_spans`)."""
+    if mask.dim() != 2 or mask.dtype != torch.bool:
+        shape = tuple(mask.shape)
+        msg = f"a visual mask must be a [batch, seq] bool tensor, got {mask.dtype} {shape}"
+        raise ValueError(msg)
+    if keep_positions is not None:
+        index = keep_positions.to(mask.device).clamp(min=0)[:, None]
+        mask = mask & ~torch.zeros_like(mask).scatter_(1, index, True)
     # Run boundaries: +1 where a run starts, -1 one past where it ends; read on the host
     # in one copy (the one sync), then listed there.
     padded = torch.nn.functional.pad(mask.to(torch.int8), (1, 1))
     edges = (padded[:, 1:] - padded[:, :-1]).cpu()
     starts = (edges == 1).nonzero().tolist()
     ends = (edges == -1).nonzero().tolist()
-    per_sample: list[list[tuple[int, int]]] = [[] for _ in range(input_ids.shape[0])]
+    per_sample: list[list[tuple[int, int]]] = [[] for _ in range(mask.shape[0])]
     for (b, s), (_, e) in zip(starts, ends, strict=True):
         per_sample[b].append((s, e - s))
     return VisualSpans(mask=mask, spans=tuple(tuple(s) for s in per_sample))

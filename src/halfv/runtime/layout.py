@@ -231,16 +231,22 @@ def prefill_stage_mask(mask: Tensor | None, layout: StageLayout) -> Tensor | Non
     """The 4-D prefill mask of a stage, from the full-prompt mask.
 
     Args:
-        mask: ``[B, 1, T, T]`` (bool or additive float) or ``None`` (plain causal).
+        mask: ``[B, 1, T, K]`` (bool or additive float) or ``None`` (plain causal); ``K``
+            is ``T``, or more with a static cache (room for generated tokens).
         layout: the stage's layout.
 
     Returns:
-        ``[B, 1, S, S]`` in the same style, or ``None`` when the stage needs no mask.
+        ``[B, 1, S, S + K - T]`` in the same style, or ``None`` when the stage needs no
+        mask.
     """
     if mask is None and not layout.has_dummies:
         return None
+    tail = None
     if mask is not None:
         rows = gather_seq(mask, layout.orig_pos, dim=2)
+        t = mask.shape[-2]
+        if rows.shape[-1] > t:  # a static cache's room beyond the prompt: kept as is
+            rows, tail = rows[..., :t], rows[..., t:]
         allowed = _is_allowed(gather_seq(rows, layout.orig_pos, dim=3))
     else:
         s = layout.length
@@ -249,7 +255,8 @@ def prefill_stage_mask(mask: Tensor | None, layout: StageLayout) -> Tensor | Non
     allowed = allowed & layout.valid[:, None, None, :]
     eye = torch.eye(layout.length, dtype=torch.bool, device=allowed.device)
     allowed = allowed | (eye & ~layout.valid[:, None, :, None])
-    return allowed_to_mask(allowed, mask, torch.bool)
+    result = allowed_to_mask(allowed, mask, torch.bool)
+    return result if tail is None else torch.cat([result, tail], dim=-1)
 
 
 def remap_decode_mask(

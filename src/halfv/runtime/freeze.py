@@ -23,7 +23,7 @@ from torch.nn import functional as F
 from halfv.devices import module_device
 from halfv.interfaces import AttentionParts
 from halfv.relevance import rotate_half
-from halfv.surgery import StageLayout, gather_rows
+from halfv.runtime.layout import StageLayout, gather_rows
 
 __all__ = ["frozen_visual_forward", "query_rows_of"]
 
@@ -51,11 +51,18 @@ def _query_mask(
     row_valid: Tensor,
     sliding_window: int | None,
 ) -> Tensor:
-    """Bool ``[B, 1, Q, S]``: which keys each text query may read."""
+    """Bool ``[B, 1, Q, K]``: which keys each text query may read.
+
+    ``K`` is the stage's ``S`` slots, plus the stage mask's further columns when the cache
+    holds room beyond the prompt (a static cache: those columns pass through as they are).
+    """
     s = layout.length
+    tail = None
     if stage_mask is not None:
         picked = gather_rows(stage_mask[:, 0], rows)[:, None]
         allowed = picked if picked.dtype == torch.bool else picked == 0
+        if allowed.shape[-1] > s:
+            allowed, tail = allowed[..., :s], allowed[..., s:]
     else:
         cols = torch.arange(s, device=rows.device)
         allowed = (cols[None, None, :] <= rows[:, :, None])[:, None]
@@ -65,7 +72,8 @@ def _query_mask(
         distance = q_pos[:, None, :, None] - layout.orig_pos[:, None, None, :]
         allowed = allowed & (distance < sliding_window)
     own = torch.nn.functional.one_hot(rows, s).bool()[:, None]
-    return allowed | (own & ~row_valid[:, None, :, None])
+    allowed = allowed | (own & ~row_valid[:, None, :, None])
+    return allowed if tail is None else torch.cat([allowed, tail], dim=-1)
 
 
 def frozen_visual_forward(
@@ -121,6 +129,8 @@ def frozen_visual_forward(
         row_valid,
         parts.sliding_window,
     )
+    if k.shape[-2] > allowed.shape[-1]:  # a static cache's unwritten room: never read
+        allowed = F.pad(allowed, (0, k.shape[-2] - allowed.shape[-1]), value=False)
     attn = F.scaled_dot_product_attention(
         q, k, v, attn_mask=allowed, scale=parts.scaling, enable_gqa=True
     )

@@ -2,9 +2,9 @@
 
 HalfV scores visual tokens by the last prompt token's attention at the layer before a
 pruning layer. That layer, running its own forward, already applies its input norm and
-its query and key projections to every row. :class:`ProjectionTap` hooks those two
-``nn.Linear`` modules and keeps their outputs during the scoring layer's prefill forward.
-The runtime then takes the query and visual rows from them
+its query and key projections to every row. The runtime hooks those two ``nn.Linear``
+modules and keeps their outputs, per call, during the scoring layer's prefill forward
+(:class:`halfv.runtime.core.PruningRuntime`), then takes the query and visual rows from them
 (:func:`halfv.relevance.relevance_from_projections`) instead of norming and projecting the
 visual tokens a second time. An attention module that does not call the adapter's
 ``q_proj`` / ``k_proj`` (a fused projection, a compiled graph) leaves the tap empty, and
@@ -14,52 +14,15 @@ the layer's input.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from torch import Tensor, nn
-from torch.utils.hooks import RemovableHandle
+from torch import Tensor
 
 from halfv.interfaces import AttentionParts
 from halfv.relevance import last_token_relevance, relevance_from_projections
 
-__all__ = ["PendingScore", "ProjectionTap"]
-
-
-class ProjectionTap:
-    """Forward hooks on the scoring layers' ``q_proj`` and ``k_proj``; idle until armed."""
-
-    def __init__(self) -> None:
-        self.armed: int | None = None
-        self.outputs: dict[str, Tensor] = {}
-
-    def install(self, layers: dict[int, AttentionParts]) -> list[RemovableHandle]:
-        """Hook the projections of every scoring layer ``{index: parts}``."""
-        handles = []
-        for idx, parts in layers.items():
-            for name, module in (("q", parts.q_proj), ("k", parts.k_proj)):
-                handles.append(module.register_forward_hook(self._hook(idx, name)))
-        return handles
-
-    def _hook(self, idx: int, name: str) -> Callable[[nn.Module, Any, Any], None]:
-        def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
-            if self.armed == idx and isinstance(output, Tensor):
-                self.outputs[name] = output.detach()
-
-        return hook
-
-    def arm(self, idx: int) -> None:
-        """Keep the next outputs of layer ``idx``'s projections."""
-        self.armed, self.outputs = idx, {}
-
-    def take(self) -> tuple[Tensor, Tensor] | None:
-        """``(q, k)`` outputs ``[B, S, *]`` of the armed layer, or ``None``; disarms."""
-        q, k = self.outputs.get("q"), self.outputs.get("k")
-        self.armed, self.outputs = None, {}
-        if q is None or k is None or q.dim() != 3 or k.dim() != 3:
-            return None
-        return q, k
+__all__ = ["PendingScore"]
 
 
 @dataclass

@@ -13,8 +13,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from halfv.plan import PrefillPlan
-from halfv.surgery import StageLayout, gather_seq, prefill_stage_mask
+from halfv.runtime.layout import StageLayout, gather_seq, prefill_stage_mask
+from halfv.runtime.plan import PrefillPlan
 
 __all__ = ["STAGE_INPUTS", "gather_stage_input", "hidden_of", "stage_kwargs", "with_hidden"]
 

@@ -16,8 +16,8 @@ from torch import Tensor
 
 from halfv.budget import kept_count
 from halfv.interfaces import IVRPolicy, SSRPolicy
+from halfv.runtime.layout import StageLayout, initial_layout
 from halfv.spans import VisualSpans
-from halfv.surgery import StageLayout, initial_layout
 
 __all__ = ["LayerStats", "PrefillPlan", "PruneStats", "SpanBudget", "select_per_span"]
 
@@ -92,6 +92,8 @@ class PrefillPlan:
     stage_kwargs: dict[tuple[int, str, torch.device], object] = field(default_factory=dict)
     stage_of: tuple[int, ...] = ()  # per decoder layer: its stage start (0: unpruned)
     moved: dict[tuple[int, torch.device], StageLayout] = field(default_factory=dict)
+    decode_steps: int = 0  # decode steps served from this prefill's cache
+    stats: PruneStats | None = None  # counted once, when first read
 
     @classmethod
     def build(
@@ -100,8 +102,13 @@ class PrefillPlan:
         attention_mask: Tensor | None,
         ivr_keep: float,
         ssr_keep: float,
+        *,
+        query_pos: Tensor | None = None,
     ) -> PrefillPlan:
-        """Budgets per span and the query position of every sample."""
+        """Budgets per span and the query position of every sample.
+
+        ``query_pos`` (``[B]``) defaults to each sample's last real token.
+        """
         b, t = spans.mask.shape
         budgets = tuple(
             SpanBudget(sample, start, n, kept_count(n, ivr_keep), kept_count(n, ssr_keep))
@@ -109,7 +116,9 @@ class PrefillPlan:
             for start, n in sample_spans
         )
         device = spans.mask.device
-        if attention_mask is None:
+        if query_pos is not None:
+            query_pos = query_pos.to(device)
+        elif attention_mask is None:
             query_pos = torch.full((b,), t - 1, device=device, dtype=torch.long)
         else:
             positions = torch.arange(t, device=device).expand(b, t)
@@ -133,6 +142,11 @@ class PrefillPlan:
             counts[g.sample] += kept - g.length
             visual[g.sample] += kept
         return counts, visual
+
+    @property
+    def would_shorten(self) -> bool:
+        """Whether some span keeps fewer tokens than it has (known before any prune)."""
+        return any(g.ivr_keep < g.length or g.ssr_keep < g.length for g in self.budgets)
 
     @property
     def shortens_cache(self) -> bool:
@@ -180,6 +194,12 @@ class PrefillPlan:
         return torch.arange(layout.orig_pos.shape[0], device=slot.device) * layout.length + slot
 
     # ------------------------------------------------------------------ statistics
+    def cached_stats(self, num_layers: int, ssr_mode: str, frozen_from: int | None) -> PruneStats:
+        """:meth:`prune_stats`, computed on the first call and kept."""
+        if self.stats is None:
+            self.stats = self.prune_stats(num_layers, ssr_mode, frozen_from)
+        return self.stats
+
     def prune_stats(self, num_layers: int, ssr_mode: str, frozen_from: int | None) -> PruneStats:
         """Token counts of the finished prefill (host syncs: a few per stage, once).
 

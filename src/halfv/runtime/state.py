@@ -1,0 +1,117 @@
+"""Per-call state: what one forward of a pruned model knows, and where it lives.
+
+Every forward call of an applied model gets its own :class:`CallState`, opened by the
+first halfv hook the call reaches (the model's outer module, or the entry module that
+receives ``input_ids``) and closed by the same module's always-called exit hook. The
+current call of a runtime is kept per thread (:class:`CallSlot`), so two threads running
+``generate`` on one applied model never see each other's state.
+
+A pruned prefill's :class:`~halfv.runtime.plan.PrefillPlan` outlives its call: it is
+stored with the KV cache object the prefill filled (:class:`PlanStore`), so decode steps,
+from ``generate`` or a hand-written loop, find it through the cache they are given, and
+several generations can be in flight at once, each with its own cache.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from torch import Tensor
+
+from halfv.runtime.plan import PrefillPlan
+from halfv.runtime.scoring import PendingScore
+
+__all__ = ["CallSlot", "CallState", "PlanStore"]
+
+
+@dataclass
+class CallState:
+    """Everything one forward call of an applied model knows.
+
+    Attributes:
+        mode: ``pass`` (nothing to do), ``prefill`` (a prompt with visual tokens is being
+            pruned) or ``decode`` (a step after a pruned prefill).
+        plan: the prefill's plan (built in this call, or found with the cache in decode).
+        cache: the KV cache object of the call.
+        opened_by: ``outer`` or ``entry``: which hook opened the call (and closes it).
+        logits_to_keep: the caller's ``logits_to_keep`` (an int), read at the outer
+            module: the first position whose logits are read is the query position.
+        labels: training labels taken from the outer call; they are gathered to the
+            kept rows (in place, on a private copy) before the model computes its loss.
+        record_outputs: the caller asked for attention weights; frozen layers then run
+            their own forward and restore the visual rows, so every layer reports.
+        decode_masks, seen_masks: decode-step mask remaps, one per stage and mask object.
+        pending: a scoring layer's inputs, kept until its projections are tapped.
+        armed: the scoring layer whose ``q_proj``/``k_proj`` outputs are being kept.
+        tapped: those outputs.
+        backends: the SDPA backend context entered for a decode step.
+    """
+
+    mode: Literal["pass", "prefill", "decode"] = "pass"
+    plan: PrefillPlan | None = None
+    cache: Any = None
+    opened_by: Literal["outer", "entry"] = "entry"
+    logits_to_keep: int | None = None
+    labels: Tensor | None = None
+    record_outputs: bool = False
+    decode_masks: dict[tuple[int, int], Tensor | None] = field(default_factory=dict)
+    seen_masks: list[Any] = field(default_factory=list)
+    pending: PendingScore | None = None
+    armed: int | None = None
+    tapped: dict[str, Tensor] = field(default_factory=dict)
+    backends: AbstractContextManager[None] | None = None
+
+
+class CallSlot(threading.local):
+    """The current call of one runtime, per thread.
+
+    Attributes:
+        call: the open call, or ``None`` between calls.
+        visual_mask: a visual mask the caller supplied for its next ``inputs_embeds`` call
+            (see :meth:`halfv.PruningHandle.visual_positions`).
+        last_plan: the last pruned prefill this thread ran.
+    """
+
+    call: CallState | None = None
+    visual_mask: Tensor | None = None
+    last_plan: PrefillPlan | None = None
+
+
+class PlanStore:
+    """Plans of pruned prefills, keyed by the KV cache object each one filled.
+
+    Entries go when their cache is garbage-collected. Reads and writes take a lock, so
+    threads may prefill and decode concurrently.
+    """
+
+    def __init__(self) -> None:
+        self._plans: weakref.WeakKeyDictionary[Any, PrefillPlan] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+
+    def get(self, cache: Any) -> PrefillPlan | None:
+        """The plan stored with ``cache``, if any."""
+        try:
+            with self._lock:
+                return self._plans.get(cache)
+        except TypeError:  # a cache type that cannot be weakly referenced
+            return None
+
+    def put(self, cache: Any, plan: PrefillPlan) -> None:
+        """Store ``plan`` with ``cache`` (replacing any earlier plan of that cache)."""
+        try:
+            with self._lock:
+                self._plans[cache] = plan
+        except TypeError:
+            return
+
+    def forget(self, cache: Any) -> None:
+        """Drop the plan of ``cache`` (a new prefill into an emptied cache)."""
+        try:
+            with self._lock:
+                self._plans.pop(cache, None)
+        except TypeError:
+            return
