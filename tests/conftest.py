@@ -9,7 +9,8 @@ Hypothesis profiles (pick one with ``HALFV_HYPOTHESIS_PROFILE``, default ``dev``
   a counter-example it finds gets pinned with ``@example``). Used by ``.ci/run``.
 
 Markers: ``gpu`` tests are skipped when CUDA is unavailable; ``plugin`` tests are skipped
-when the example plugin (``./plugins/halfv-example``) is not installed.
+when the example plugin (``./plugins/halfv-example``) is not installed; ``lmms_eval`` tests
+are skipped when the lmms-eval plugin (``./integrations/halfv-lmms-eval``) is not installed.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from hypothesis import HealthCheck, settings
 
 TORCH_THREADS = 2
 EXAMPLE_PLUGIN_DIST = "halfv-example"
+LMMS_EVAL_PLUGIN_DIST = "halfv-lmms-eval"
 
 settings.register_profile("dev", max_examples=30, deadline=None)
 settings.register_profile(
@@ -42,9 +44,9 @@ def pytest_configure(config: pytest.Config) -> None:
     torch.set_num_threads(TORCH_THREADS)
 
 
-def _example_plugin_installed() -> bool:
+def _installed(dist: str) -> bool:
     try:
-        importlib.metadata.distribution(EXAMPLE_PLUGIN_DIST)
+        importlib.metadata.distribution(dist)
     except importlib.metadata.PackageNotFoundError:
         return False
     return True
@@ -56,12 +58,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         reason=f"needs the example plugin: pip install ./plugins/{EXAMPLE_PLUGIN_DIST}"
     )
     has_cuda = torch.cuda.is_available()
-    has_plugin = _example_plugin_installed()
+    skip_lmms = pytest.mark.skip(
+        reason=f"needs the lmms-eval plugin: see docs/lmms-eval.md ({LMMS_EVAL_PLUGIN_DIST})"
+    )
+    has_plugin = _installed(EXAMPLE_PLUGIN_DIST)
+    has_lmms = _installed(LMMS_EVAL_PLUGIN_DIST)
     for item in items:
         if item.get_closest_marker("gpu") and not has_cuda:
             item.add_marker(skip_gpu)
         if item.get_closest_marker("plugin") and not has_plugin:
             item.add_marker(skip_plugin)
+        if item.get_closest_marker("lmms_eval") and not has_lmms:
+            item.add_marker(skip_lmms)
 
 
 @pytest.fixture
