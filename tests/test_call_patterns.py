@@ -18,6 +18,7 @@ import pytest
 import torch
 
 import halfv
+from halfv._compat import cache_kwarg
 from halfv.policies import UniformPolicy
 from tiny import BUILDERS, Tiny
 
@@ -324,3 +325,54 @@ def test_uniform_policy_reaches_every_call_pattern() -> None:
         t.start()
         t.join()
     torch.testing.assert_close(out[0], first, rtol=0, atol=0)
+
+
+def test_compiled_static_decode_has_no_graph_breaks() -> None:
+    """transformers' fast-generation recipe: a static cache and a compiled decode step.
+
+    ``fullgraph=True`` turns any graph break inside the step into an error; the eager
+    backend keeps the test to tracing (seconds on a CPU).
+    """
+    from transformers import CompileConfig
+
+    tiny = _tiny("llava")
+    inputs = tiny.prompt(SAMPLES)
+    compile_config = CompileConfig(fullgraph=True, backend="eager", mode=None, dynamic=False)
+    compile_config._compile_all_devices = True
+    torch._dynamo.reset()
+    with halfv.apply(tiny.model, PRUNE) as handle:
+        eager = _greedy(tiny.model, inputs, n=6)
+        counters = torch._dynamo.utils.counters
+        counters.clear()
+        compiled = _greedy(
+            tiny.model, inputs, n=6, cache_implementation="static", compile_config=compile_config
+        )
+        assert handle.decode_steps == 0  # the decode steps ran inside the compiled graph
+    torch._dynamo.reset()
+    torch.testing.assert_close(compiled, eager, rtol=0, atol=0)
+    assert sum(counters["graph_break"].values()) == 0, dict(counters["graph_break"])
+    assert counters["stats"]["unique_graphs"] >= 1
+
+
+def test_a_copied_prefilled_cache_decodes_like_the_original() -> None:
+    """A deep copy of a prefilled cache carries its plan: decoding from the copy equals
+    decoding from the original (a hand-written loop, explicit positions; eager attention,
+    whose decode masks must be remapped per pruned layer)."""
+    from transformers import DynamicCache
+
+    tiny = _tiny("llava", "eager")
+    inputs = tiny.prompt(SAMPLES[:1])
+    t = inputs["input_ids"].shape[1]
+    with halfv.apply(tiny.model, PRUNE), torch.no_grad():
+        cache = DynamicCache(config=tiny.model.config)
+        first = tiny.model(**inputs, **{cache_kwarg(): cache}).logits[:, -1]
+        twin = copy.deepcopy(cache)
+        step = {
+            "input_ids": first.argmax(-1, keepdim=True),
+            "attention_mask": torch.ones(1, t + 1, dtype=torch.long),
+            "position_ids": torch.tensor([[t]]),
+        }
+        original = tiny.model(**step, **{cache_kwarg(): cache}).logits[:, -1]
+        copied = tiny.model(**step, **{cache_kwarg(): twin}).logits[:, -1]
+        assert [layer.keys.shape[-2] for layer in twin.layers] != [t + 1] * 4  # pruned
+    torch.testing.assert_close(copied, original, rtol=0, atol=0)

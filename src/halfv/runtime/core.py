@@ -100,6 +100,9 @@ class PruningRuntime:
         self.decode_without_cudnn = True
         #: the handle that owns this runtime (set by halfv.pipeline; copied with it)
         self.handle: Any = None
+        #: the key of this runtime's plans on KV caches (kept by copies of the model, whose
+        #: schedule is the same: a copy may decode from a cache the original prefilled)
+        self.plan_key = f"{id(self):x}"
         self.scoring_layers = self._scoring_layers()
         self._handles: list[RemovableHandle] = []
         self._overrides: list[tuple[nn.Module, Any]] = []
@@ -108,7 +111,7 @@ class PruningRuntime:
 
     def _fresh_state(self) -> None:
         self._slot = CallSlot()
-        self._plans = PlanStore()
+        self._plans = PlanStore(self.plan_key)
         self._last_plan: PrefillPlan | None = None
         self._stats_lock = threading.Lock()
         self._warned_embeds = False
@@ -354,6 +357,8 @@ class PruningRuntime:
         if self.config.ivr_layer not in plan.layouts:  # the prune never happened
             return
         plan.stage_of = plan.stage_table(len(self.layers))
+        for layout in plan.layouts.values():
+            _ = layout.valid_cols, layout.dummy_cols  # built now, not inside a traced step
         if call.labels is not None:
             _gather_labels_in_place(call.labels, plan)
         self._slot.last_plan = plan
@@ -447,6 +452,31 @@ class PruningRuntime:
         if remapped is None and mask is None:
             return None  # SDPA without padding or dummies: nothing to change
         kwargs["attention_mask"] = remapped
+        return args, kwargs
+
+    def compiled_decode_layer(
+        self, idx: int, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
+        """The decode path inside ``torch.compile`` (transformers compiles decode steps
+        only): no per-thread state, no memo, no host reads; the plan comes from the cache
+        the layer is given, and repeated remaps of one mask are merged by the compiler."""
+        plan = self._plans.get(cache_from_kwargs(kwargs))
+        if plan is None or not plan.stage_of or not plan.stage_of[idx]:
+            return None
+        mask = kwargs.get("attention_mask")
+        layout = plan.layouts[plan.stage_of[idx]]
+        if not isinstance(mask, Tensor):
+            if not layout.has_dummies:
+                return None
+            msg = (
+                "halfv: a compiled decode step of a ragged batch needs the attention mask "
+                "transformers builds for static caches; use cache_implementation='static'"
+            )
+            raise UnsupportedModelError(msg)
+        hidden = hidden_of(args, kwargs)
+        kwargs["attention_mask"] = remap_decode_mask(
+            mask, layout, plan.prompt_len, hidden.shape[1], 0
+        )
         return args, kwargs
 
     @staticmethod
@@ -627,24 +657,32 @@ class _Hook:
         self.runtime = runtime
 
 
+# Inside torch.compile (a compiled decode step) the call hooks do nothing and the layer
+# hooks take the traceable path: see PruningRuntime.compiled_decode_layer.
+
+
 class _OuterEnter(_Hook):
     def __call__(self, _module: nn.Module, _args: Any, kwargs: dict[str, Any]) -> None:
-        self.runtime.open_outer(kwargs)
+        if not torch.compiler.is_compiling():
+            self.runtime.open_outer(kwargs)
 
 
 class _OuterExit(_Hook):
     def __call__(self, _module: nn.Module, _args: Any, _kwargs: Any, _output: Any) -> None:
-        self.runtime.close_outer()
+        if not torch.compiler.is_compiling():
+            self.runtime.close_outer()
 
 
 class _EntryEnter(_Hook):
     def __call__(self, _module: nn.Module, args: Any, kwargs: dict[str, Any]) -> None:
-        self.runtime.open_entry(args, kwargs)
+        if not torch.compiler.is_compiling():
+            self.runtime.open_entry(args, kwargs)
 
 
 class _EntryExit(_Hook):
     def __call__(self, _module: nn.Module, _args: Any, _kwargs: Any, _output: Any) -> None:
-        self.runtime.close_entry()
+        if not torch.compiler.is_compiling():
+            self.runtime.close_entry()
 
 
 class _LayerEnter(_Hook):
@@ -655,6 +693,8 @@ class _LayerEnter(_Hook):
     def __call__(
         self, _module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
+        if torch.compiler.is_compiling():
+            return self.runtime.compiled_decode_layer(self.idx, args, kwargs)
         return self.runtime.layer_enter(self.idx, args, kwargs)
 
 
@@ -664,7 +704,8 @@ class _Tap(_Hook):
         self.idx, self.name = idx, name
 
     def __call__(self, _module: nn.Module, _inputs: Any, output: Any) -> None:
-        self.runtime.tap(self.idx, self.name, output)
+        if not torch.compiler.is_compiling():
+            self.runtime.tap(self.idx, self.name, output)
 
 
 class _FrozenForward(_Hook):
@@ -676,4 +717,6 @@ class _FrozenForward(_Hook):
         self.idx, self.original = idx, original
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if torch.compiler.is_compiling():  # a decode step: frozen layers run as they are
+            return self.original(*args, **kwargs)
         return self.runtime.frozen_forward(self.idx, self.original, args, kwargs)

@@ -8,20 +8,21 @@ current call of a runtime is kept per thread (:class:`CallSlot`), so two threads
 
 A pruned prefill's :class:`~halfv.runtime.plan.PrefillPlan` outlives its call: it is
 stored with the KV cache object the prefill filled (:class:`PlanStore`), so decode steps,
-from ``generate`` or a hand-written loop, find it through the cache they are given, and
-several generations can be in flight at once, each with its own cache.
+from ``generate`` or a hand-written loop, find it through the cache they are given,
+several generations can be in flight at once, each with its own cache, and a copied
+cache carries its plan.
 """
 
 from __future__ import annotations
 
 import threading
-import weakref
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from torch import Tensor
 
+from halfv.errors import UnsupportedModelError
 from halfv.runtime.plan import PrefillPlan
 from halfv.runtime.scoring import PendingScore
 
@@ -81,37 +82,44 @@ class CallSlot(threading.local):
     last_plan: PrefillPlan | None = None
 
 
-class PlanStore:
-    """Plans of pruned prefills, keyed by the KV cache object each one filled.
+_PLANS_ATTRIBUTE = "_halfv_plans"
 
-    Entries go when their cache is garbage-collected. Reads and writes take a lock, so
-    threads may prefill and decode concurrently.
+
+class PlanStore:
+    """Plans of pruned prefills, kept on the KV cache object each one filled.
+
+    A plan lives as an attribute of its cache (keyed by the runtime that made it), so it
+    goes with the cache: it is freed with it, and a ``copy.deepcopy`` of a prefilled cache
+    (transformers' recipe for reusing a prompt's cache) carries the plan to the copy.
+    Reading it is a plain attribute lookup, which ``torch.compile`` traces without a
+    graph break.
     """
 
-    def __init__(self) -> None:
-        self._plans: weakref.WeakKeyDictionary[Any, PrefillPlan] = weakref.WeakKeyDictionary()
-        self._lock = threading.Lock()
+    def __init__(self, key: str) -> None:
+        self.key = key
 
     def get(self, cache: Any) -> PrefillPlan | None:
         """The plan stored with ``cache``, if any."""
-        try:
-            with self._lock:
-                return self._plans.get(cache)
-        except TypeError:  # a cache type that cannot be weakly referenced
-            return None
+        plans = getattr(cache, _PLANS_ATTRIBUTE, None)
+        return None if plans is None else plans.get(self.key)
 
     def put(self, cache: Any, plan: PrefillPlan) -> None:
         """Store ``plan`` with ``cache`` (replacing any earlier plan of that cache)."""
-        try:
-            with self._lock:
-                self._plans[cache] = plan
-        except TypeError:
-            return
+        plans = getattr(cache, _PLANS_ATTRIBUTE, None)
+        if plans is None:
+            try:
+                setattr(cache, _PLANS_ATTRIBUTE, {self.key: plan})
+            except AttributeError:
+                msg = (
+                    f"halfv cannot keep its plan with a {type(cache).__name__} (it takes no "
+                    "attributes); use a transformers DynamicCache or StaticCache"
+                )
+                raise UnsupportedModelError(msg) from None
+        else:
+            plans[self.key] = plan
 
     def forget(self, cache: Any) -> None:
         """Drop the plan of ``cache`` (a new prefill into an emptied cache)."""
-        try:
-            with self._lock:
-                self._plans.pop(cache, None)
-        except TypeError:
-            return
+        plans = getattr(cache, _PLANS_ATTRIBUTE, None)
+        if plans is not None:
+            plans.pop(self.key, None)
