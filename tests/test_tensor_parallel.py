@@ -3,12 +3,13 @@
 The tiny Qwen2.5-VL (IVR, then SSR ``prune`` with RoPE scoring) and LLaVA (IVR, then SSR
 ``freeze``) are saved with ``save_pretrained`` and reloaded on two ranks with
 ``DistributedConfig(tp_size=2)``, which column-shards every ``q_proj``/``k_proj`` so each
-rank projects 2 of the 4 query heads and 1 of the 2 key heads. On a left-padded batch (one
-sample with two images, so two spans), each rank must keep exactly the unsharded model's
-tokens, with the projection taps and with the fallback that projects the layer input
-itself, give its prefill logits up to float32 reduction order, and generate its greedy
-tokens. The workers also check that a head split halfv cannot sum (a head count the ranks
-do not divide, ``q_proj`` sharded without ``k_proj``) is refused with an error naming it.
+rank projects 2 of the 4 query heads and 1 of the 2 key heads. Each rank must keep
+exactly the unsharded model's tokens, give its prefill logits up to float32 reduction
+order, and generate its greedy tokens: on a left-padded batch (one sample with two images)
+scored from the projection taps, and on a one-image prompt (the single-span branch of the
+relevance) scored by the fallback that projects the layer input itself. The workers also
+check that a head split halfv cannot sum (a head count the ranks do not divide, ``q_proj``
+sharded without ``k_proj``) is refused with an error naming it.
 
 One ``torch.multiprocessing`` spawn serves both families (the workers' imports dominate).
 """
@@ -38,6 +39,7 @@ pytestmark = [
 
 WORLD = 2
 SAMPLES = [[10, "img", 20], [5, "img", 3, "img", 4]]  # left-padded; two spans in sample 1
+SINGLE = [[7, "img", 9]]  # one span: the relevance's single-segment branch
 NEW_TOKENS = 5
 CONFIGS: dict[str, dict[str, Any]] = {
     "qwen2_5_vl": {
@@ -116,7 +118,8 @@ def _worker(rank: int, store: str, folders: dict[str, str], out: str) -> None:
             assert isinstance(q_proj.weight, DTensor), "the model was not tensor-parallel"
             inputs = BUILDERS[family]().prompt(SAMPLES)
             result = _run(model, inputs, family)
-            result["fallback_kept"] = _run(model, inputs, family, taps=False)["kept"]
+            single = BUILDERS[family]().prompt(SINGLE, seed=1)
+            result["fallback"] = _run(model, single, family, taps=False)
             result["refusals"] = _refusals(model, family)
             results[family] = result
         torch.save(results, f"{out}/rank{rank}.pt")
@@ -134,6 +137,7 @@ def test_tensor_parallel_ranks_match_the_unsharded_model(tmp_path: Path) -> None
         tiny.model.save_pretrained(folder)
         folders[family] = str(folder)
         expected[family] = _run(tiny.model, tiny.prompt(SAMPLES), family)
+        expected[family]["fallback"] = _run(tiny.model, tiny.prompt(SINGLE, seed=1), family)
     mp.spawn(
         _worker, args=(str(tmp_path / "store"), folders, str(tmp_path)), nprocs=WORLD, join=True
     )
@@ -143,9 +147,12 @@ def test_tensor_parallel_ranks_match_the_unsharded_model(tmp_path: Path) -> None
             got = results[family]
             where = f"{family}, rank {rank}"
             assert got["kept"] == want["kept"], f"{where}: kept tokens differ (projection taps)"
-            assert got["fallback_kept"] == want["kept"], f"{where}: kept tokens differ (fallback)"
             torch.testing.assert_close(got["logits"], want["logits"], rtol=1e-4, atol=1e-4)
             assert torch.equal(got["tokens"], want["tokens"]), f"{where}: generated tokens"
+            fallback, alone = got["fallback"], want["fallback"]
+            assert fallback["kept"] == alone["kept"], f"{where}: kept tokens differ (fallback)"
+            torch.testing.assert_close(fallback["logits"], alone["logits"], rtol=1e-4, atol=1e-4)
+            assert torch.equal(fallback["tokens"], alone["tokens"]), f"{where}: fallback tokens"
             evenly, alike = got["refusals"]
             assert "num_attention_heads=3" in evenly, evenly
             assert "Choose a tp_size that divides both" in evenly, evenly
