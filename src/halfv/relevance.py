@@ -13,12 +13,18 @@ Upstream quirks kept by default and configurable: no ``1/sqrt(head_dim)`` scalin
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor
 
 from halfv.devices import module_device
+from halfv.errors import UnsupportedModelError
 from halfv.interfaces import AttentionParts
 from halfv.selection import bmm_out_dtype_works
+
+if TYPE_CHECKING:
+    from torch.distributed import ProcessGroup
 
 __all__ = ["apply_rotary", "last_token_relevance", "relevance_from_projections", "rotate_half"]
 
@@ -54,6 +60,7 @@ def last_token_relevance(
     parts: AttentionParts,
     rotary: tuple[Tensor, Tensor] | None,
     scale: bool,
+    head_group: tuple[ProcessGroup, int] | None = None,
 ) -> Tensor:
     """Relevance of each visual row to its sample's last prompt token.
 
@@ -67,6 +74,10 @@ def last_token_relevance(
         rotary: ``(cos, sin)`` each ``[B*S, head_dim]`` (flattened like ``hidden``), or
             ``None`` to score without RoPE.
         scale: multiply logits by ``parts.scaling`` (``1/sqrt(head_dim)``).
+        head_group: under tensor parallelism, the process group (and its size) whose
+            ranks each project a share of the heads
+            (:func:`halfv.runtime.distributed.head_group`); the per-head probabilities
+            are then summed over its ranks before dividing by ``parts.num_heads``.
 
     Returns:
         ``[M]`` float32 relevance; it sums to 1 over the rows of each span.
@@ -87,6 +98,7 @@ def last_token_relevance(
         parts=parts,
         rotary=rotary,
         scale=scale,
+        head_group=head_group,
     )
 
 
@@ -102,6 +114,7 @@ def relevance_from_projections(
     parts: AttentionParts,
     rotary: tuple[Tensor, Tensor] | None,
     scale: bool,
+    head_group: tuple[ProcessGroup, int] | None = None,
 ) -> Tensor:
     """:func:`last_token_relevance` from the scoring layer's query and key projections.
 
@@ -116,6 +129,7 @@ def relevance_from_projections(
         parts: the scoring layer's internals.
         rotary: as in :func:`last_token_relevance`.
         scale: as in :func:`last_token_relevance`.
+        head_group: as in :func:`last_token_relevance`.
 
     The runtime reads the projections the scoring layer computes in its own forward
     (``halfv.runtime.scoring.ProjectionTap``) and passes their rows here, so the visual tokens
@@ -136,13 +150,41 @@ def relevance_from_projections(
     if num_segments == 1:  # one image: a plain max (a scatter would serialise on one row)
         peak = logits.amax(dim=0, keepdim=True)
         weights = (logits - peak).exp()
-        return (weights / weights.sum(dim=0, keepdim=True)).mean(dim=1)
+        return _mean_over_heads(weights / weights.sum(dim=0, keepdim=True), parts, head_group)
     seg = segment.to(device)[:, None].expand_as(logits)
     peak = torch.full((num_segments, logits.shape[1]), -torch.inf, device=device)
     peak = peak.scatter_reduce(0, seg, logits, reduce="amax", include_self=True)
     weights = (logits - peak.gather(0, seg)).exp()
     totals = torch.zeros_like(peak).scatter_add(0, seg, weights)
-    return (weights / totals.gather(0, seg)).mean(dim=1)
+    return _mean_over_heads(weights / totals.gather(0, seg), parts, head_group)
+
+
+def _mean_over_heads(
+    probs: Tensor, parts: AttentionParts, head_group: tuple[ProcessGroup, int] | None
+) -> Tensor:
+    """``[M]`` mean over all heads of the per-head probabilities ``probs`` ``[M, H_local]``.
+
+    Without tensor parallelism every head is local: a plain mean. Otherwise each rank
+    holds ``H / N`` heads: their probabilities are summed, the sums all-reduced over the
+    group, and the total divided by the model's ``H`` (the same mean, up to the order of
+    the float32 additions).
+    """
+    if head_group is None:
+        return probs.mean(dim=1)
+    group, size = head_group
+    local = probs.shape[1]
+    if local * size != parts.num_heads:
+        msg = (
+            f"halfv: under tensor parallelism over {size} ranks this rank's q_proj gives "
+            f"{local} heads of head_dim {parts.head_dim}, but the model has "
+            f"num_attention_heads={parts.num_heads} (expected {parts.num_heads // size} per "
+            "rank); the projections are not column-sharded by whole heads. Load the model "
+            "with the transformers 'colwise' plan for q_proj/k_proj"
+        )
+        raise UnsupportedModelError(msg)
+    total = probs.detach().sum(dim=1)  # scores only rank tokens: no gradient through them
+    torch.distributed.all_reduce(total, group=group)
+    return total / parts.num_heads
 
 
 def _logits(q: Tensor, k: Tensor, sample_of_row: Tensor) -> Tensor:

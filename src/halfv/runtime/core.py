@@ -50,6 +50,7 @@ from halfv.runtime.caches import (
     reset_static_layers,
     size_static_layer,
 )
+from halfv.runtime.distributed import check_tensor_parallel, head_group
 from halfv.runtime.freeze import frozen_visual_forward
 from halfv.runtime.layout import StageLayout, gather_rows, next_layout, remap_decode_mask
 from halfv.runtime.plan import PrefillPlan, PruneStats, select_per_span
@@ -104,6 +105,7 @@ class PruningRuntime:
         #: schedule is the same: a copy may decode from a cache the original prefilled)
         self.plan_key = f"{id(self):x}"
         self.scoring_layers = self._scoring_layers()
+        check_tensor_parallel((i, self.parts[i]) for i in self.scoring_layers)
         self._handles: list[RemovableHandle] = []
         self._overrides: list[tuple[nn.Module, Any]] = []
         self._fresh_state()
@@ -544,6 +546,7 @@ class PruningRuntime:
             parts=self.parts[idx],
             rotary=rotary,
             scale=self.config.relevance_scaling,
+            head_group=head_group(self.parts[idx], idx),  # tensor parallelism: sum heads
         )
 
     @torch.no_grad()

@@ -10,17 +10,23 @@ visual tokens a second time. An attention module that does not call the adapter'
 ``q_proj`` / ``k_proj`` (a fused projection, a compiled graph) leaves the tap empty, and
 :meth:`PendingScore.scores` falls back to :func:`halfv.relevance.last_token_relevance` on
 the layer's input.
+
+Under tensor parallelism both paths see only this rank's heads; ``head_group`` (found by
+:func:`halfv.runtime.distributed.head_group`) makes the relevance sum them over the ranks.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import Tensor
 
 from halfv.interfaces import AttentionParts
 from halfv.relevance import last_token_relevance, relevance_from_projections
+
+if TYPE_CHECKING:
+    from halfv.runtime.distributed import HeadGroup
 
 __all__ = ["PendingScore"]
 
@@ -36,6 +42,7 @@ class PendingScore:
         parts: the scoring layer's internals.
         rotary: flattened ``(cos, sin)`` or ``None``.
         scale: whether logits are scaled by ``1/sqrt(head_dim)``.
+        head_group: the tensor-parallel ranks that split the layer's heads, or ``None``.
     """
 
     hidden: Tensor
@@ -46,6 +53,7 @@ class PendingScore:
     parts: AttentionParts
     rotary: tuple[Tensor, Tensor] | None
     scale: bool
+    head_group: HeadGroup | None = None
 
     def scores(self, tapped: tuple[Tensor, Tensor] | None) -> Tensor:
         """Relevance per visual row, from the tapped projections when there are any."""
@@ -57,6 +65,7 @@ class PendingScore:
             "parts": self.parts,
             "rotary": self.rotary,
             "scale": self.scale,
+            "head_group": self.head_group,
         }
         b, s = self.hidden.shape[:2]
         if tapped is None or tapped[0].shape[:2] != (b, s):
