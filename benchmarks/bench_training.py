@@ -19,6 +19,7 @@ import argparse
 import json
 import platform
 import statistics
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -133,9 +134,9 @@ def main() -> None:
         "schedules": {k: v.model_dump(exclude_defaults=True) for k, v in SCHEDULES.items()},
         "results": rows,
     }
-    print(f"| method | median s/step | speed-up |\n|---|---|---|")
+    sys.stdout.write("| method | median s/step | speed-up |\n|---|---|---|\n")
     for name, row in rows.items():
-        print(f"| {name} | {row['median_s']:.3f} | {row['speedup']:.2f}x |")
+        sys.stdout.write(f"| {name} | {row['median_s']:.3f} | {row['speedup']:.2f}x |\n")
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(record, indent=2) + "\n")
