@@ -288,6 +288,18 @@ def test_attentions_and_hidden_states_one_per_layer(config: halfv.PruningConfig)
         assert attn.shape == (1, 4, rows, rows), (layer.layer, attn.shape)
     assert out.hidden_states[0].shape[1] == t
     torch.testing.assert_close(out.logits[:, -1], plain_logits, rtol=1e-5, atol=1e-5)
+    # asked through the config instead (as transformers' own tests do), on the base model
+    base = tiny.model.model
+    configs = (base.config, base.config.text_config)
+    for c in configs:
+        c.output_attentions = True
+    try:
+        with halfv.apply(base, config), torch.no_grad():
+            by_config = base(**inputs)
+    finally:
+        for c in configs:
+            c.output_attentions = False
+    assert len(by_config.attentions) == 4
 
 
 # ---------------------------------------------------------------------- static caches

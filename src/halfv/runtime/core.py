@@ -222,15 +222,23 @@ class PruningRuntime:
             return
         keep = kwargs.get("logits_to_keep")
         call.logits_to_keep = keep if isinstance(keep, int) and keep > 0 else None
-        call.record_outputs = bool(kwargs.get("output_attentions")) or bool(
-            getattr(getattr(self.model, "config", None), "output_attentions", False)
-        )
+        call.record_outputs = self._wants_attentions(kwargs)
         labels = kwargs.get("labels")
         if isinstance(labels, Tensor) and labels.dim() == 2:
             # A private copy the model's loss reads; gathered in place to the kept rows
             # when the prefill prunes (halfv.runtime.core.PruningRuntime.close_entry).
             call.labels = labels.clone()
             kwargs["labels"] = call.labels
+
+    def _wants_attentions(self, kwargs: dict[str, Any]) -> bool:
+        """Whether this call returns attention weights: the call's argument, else the
+        model's config (or its text config) default."""
+        asked = kwargs.get("output_attentions")
+        if asked is not None:
+            return bool(asked)
+        config = getattr(self.model, "config", None)
+        text = getattr(config, "text_config", None)
+        return any(bool(getattr(c, "output_attentions", False)) for c in (config, text))
 
     def close_outer(self) -> None:
         call = self._slot.call
@@ -244,7 +252,7 @@ class PruningRuntime:
             self._slot.call = call
         if not self.enabled:
             return
-        call.record_outputs = call.record_outputs or bool(kwargs.get("output_attentions"))
+        call.record_outputs = call.record_outputs or self._wants_attentions(kwargs)
         input_ids = kwargs.get("input_ids", args[0] if args else None)
         supplied, self._slot.visual_mask = self._slot.visual_mask, None
         cache = cache_from_kwargs(kwargs)
