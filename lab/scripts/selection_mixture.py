@@ -13,8 +13,8 @@ prints, averaged over the images:
 It is the measurement behind ``grid_share`` (docs/policies.md, "Grid seeds"): farthest-
 point coverage keeps rare content far out of proportion, and the models here pay for it.
 
-    python scripts/selection_mixture.py                       # llava, 24 images, keep 0.25
-    python scripts/selection_mixture.py --family internvl --layer 2 --keep 0.11
+    python lab/scripts/selection_mixture.py                       # llava, 24 images, keep 0.25
+    python lab/scripts/selection_mixture.py --family internvl --layer 2 --keep 0.11
 
 CPU, float32, about 2 minutes for the defaults on 2 cores. Needs SmolLM2 and easy-vqa
 (see docs/models.md).

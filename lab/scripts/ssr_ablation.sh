@@ -5,13 +5,13 @@
 # SSR stage differs), each as method halfv-calibrated. Results land in $OUT/<variant>/
 # (results.json, table.md); docs/benchmarks.md quotes them (docs/assets/accuracy/*-ssr/).
 #
-#   bash scripts/ssr_ablation.sh                # llava on the CPU: bfloat16, 100 + 100, ~20 min
-#   FAMILY=internvl VARIANTS="freeze25 none" bash scripts/ssr_ablation.sh
+#   bash lab/scripts/ssr_ablation.sh                # llava on the CPU: bfloat16, 100 + 100, ~20 min
+#   FAMILY=internvl VARIANTS="freeze25 none" bash lab/scripts/ssr_ablation.sh
 #   DEVICE=cuda DTYPE=float32 LIMIT=300 BATCH=128 BUDGETS=0.5,0.25,0.11,0.05 \
-#     bash scripts/ssr_ablation.sh              # GPU: the settings of the full GPU run
-# On the lent GPU machine, source scripts/gpu_env.sh first (it stages SmolLM2, see its header).
+#     bash lab/scripts/ssr_ablation.sh              # GPU: the settings of the full GPU run
+# On the lent GPU machine, source lab/scripts/gpu_env.sh first (it stages SmolLM2, see its header).
 set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 FAMILY="${FAMILY:-llava}"
 VARIANTS="${VARIANTS:-prune14 freeze24 none}"
 OUT="${OUT:-bench-$FAMILY-ssr}"

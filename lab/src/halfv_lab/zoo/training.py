@@ -15,7 +15,7 @@ in a second device call. ``vision_only`` trains the vision tower and projector o
 auxiliary losses alone, without running the LM: many times more steps per minute, a
 pre-training phase for the tower before the joint one. ``bank`` renders the
 training splits once and keeps them on the device (:mod:`halfv_lab.zoo.batches`).
-:func:`halfv_lab.zoo.save_trained` writes the result; :mod:`scripts/train_vlm.py` is the CLI.
+:func:`halfv_lab.zoo.save_trained` writes the result; :mod:`lab/scripts/train_vlm.py` is the CLI.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TrainConfig:
-    """Settings of one training run (the CLI flags of ``scripts/train_vlm.py``).
+    """Settings of one training run (the CLI flags of ``lab/scripts/train_vlm.py``).
 
     ``lm_dtype`` is the dtype of the frozen language model while training: ``"bfloat16"``
     (the default on CUDA; halves its memory traffic) or ``"float32"`` (the default on CPU).
@@ -301,7 +301,7 @@ def _check_init_from(cfg: TrainConfig, folder: Path) -> None:
     if not (folder / WEIGHTS_NAME).is_file() or not (folder / "config.json").is_file():
         msg = (
             f"init_from={str(folder)!r} holds no {WEIGHTS_NAME} and config.json; pass a "
-            "checkpoint folder written by scripts/train_vlm.py"
+            "checkpoint folder written by lab/scripts/train_vlm.py"
         )
         raise FileNotFoundError(msg)
     config = json.loads((folder / "config.json").read_text())
