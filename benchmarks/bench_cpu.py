@@ -6,7 +6,7 @@ writes prompts with each family's visual placeholders. The benchmark times the p
 the language side (``input_ids`` with visual placeholders, no pixels; ``--vision`` adds
 the pixels and the vision tower) of each small family on the CPU, pruned and unpruned, and
 reports the median time ratio. ``--models zoo`` times the trained zoo VLMs (SmolLM2-135M,
-576 visual tokens) on a real easy-VQA test question instead (:mod:`halfv.bench.cpu_zoo`).
+576 visual tokens) on a real easy-VQA test question instead (:mod:`halfv_lab.bench.cpu_zoo`).
 
     python benchmarks/bench_cpu.py [--dims small|tiny|smollm2] [--models random zoo] [--markdown]
 """
@@ -301,7 +301,7 @@ def cpu_models(args: argparse.Namespace) -> Iterator[tuple[str, str, Any, dict[s
     """``(model kind, family, model, prompt)`` for each of ``--models`` and ``--families``."""
     for kind in args.models:
         if kind == "zoo":  # loads every family first; missing: exit 1 alone, else skipped
-            from halfv.bench.cpu_zoo import zoo_models
+            from halfv_lab.bench.cpu_zoo import zoo_models
 
             yield from zoo_models(args.families, required=len(args.models) == 1, say=emit)
             continue

@@ -1,7 +1,7 @@
-"""Qwen2.5-VL patch embedding: stock Conv3d against ``halfv.zoo.use_linear_patch_embed``.
+"""Qwen2.5-VL patch embedding: stock Conv3d against ``halfv_lab.zoo.use_linear_patch_embed``.
 
 The patch embedding is a Conv3d whose stride equals its kernel, i.e. one matrix product
-(see :mod:`halfv.zoo.patch_embed`). This times forward, and forward + backward, of both
+(see :mod:`halfv_lab.zoo.patch_embed`). This times forward, and forward + backward, of both
 forms on the shapes that matter here, CUDA events, median of ``--repeats`` after warm-up:
 
 * ``zoo-train``: the zoo's tower (embed 256) on a training batch of 64 images of 672 px
@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VisionPatchEmbed
 
-from halfv.zoo.patch_embed import use_linear_patch_embed
+from halfv_lab.zoo.patch_embed import use_linear_patch_embed
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # for the sibling bench_cpu
 import bench_cpu as bc

@@ -20,9 +20,9 @@ import sys
 
 import torch
 
-from halfv.data import load_split
 from halfv.fps_kernel import greedy_on_gram_torch
-from halfv.zoo import FAMILIES, load_trained
+from halfv_lab.data import load_split
+from halfv_lab.zoo import FAMILIES, load_trained
 
 
 def _picks(gram: torch.Tensor, k: int, seeds: torch.Tensor) -> torch.Tensor:

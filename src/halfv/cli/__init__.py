@@ -1,12 +1,17 @@
 """The ``halfv`` command line.
 
-Each subcommand lives in its own module listed in :data:`SUBCOMMANDS`. A subcommand module
+Each built-in subcommand lives in its own module listed in :data:`SUBCOMMANDS`. A subcommand module
 exposes ``add_parser(subparsers) -> None``, which adds one parser with
 ``subparsers.add_parser(...)`` and calls ``set_defaults(func=run)`` where
 ``run(args: argparse.Namespace) -> int`` returns the exit code. To add a subcommand, write
 the module and append its name to :data:`SUBCOMMANDS`; a listed module that cannot be
 imported, or that adds no runnable parser, is an error, never skipped. Import heavy modules
 (torch, transformers) inside ``run`` so that ``halfv --help`` stays fast.
+
+Plugins add subcommands through the ``register_commands`` hook
+(:func:`halfv.hookspecs.register_commands`), after the built-in ones: the lab
+(``halfv-lab``) adds ``demo`` and ``bench``. A plugin whose hook fails is reported by name
+on stderr (``halfv: warning: ...``) and its commands are left out; nothing else is.
 
 Errors: a :class:`~halfv.errors.HalfvError`, ``ValueError`` or ``FileNotFoundError`` raised
 by a subcommand is printed as ``halfv: error: <message>`` on stderr (continuation lines of a
@@ -29,11 +34,8 @@ __all__ = ["SUBCOMMANDS", "build_parser", "main"]
 SUBCOMMANDS: tuple[str, ...] = (
     "halfv.cli.plugins_cmd",
     "halfv.cli.flops_cmd",
-    "halfv.cli.bench_accuracy_cmd",
-    "halfv.cli.bench_cmd",
     "halfv.cli.profile_cmd",
     "halfv.cli.calibrate_cmd",
-    "halfv.cli.demo_cmd",
 )
 
 #: exception types reported as one ``halfv: error:`` message instead of a traceback
@@ -79,7 +81,7 @@ def _load_subcommand(module_name: str) -> Any:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``halfv`` argument parser with every subcommand of :data:`SUBCOMMANDS`.
+    """The ``halfv`` argument parser: every subcommand of :data:`SUBCOMMANDS`, then plugins'.
 
     Raises:
         ImportError: a listed subcommand module cannot be imported.
@@ -109,7 +111,63 @@ def build_parser() -> argparse.ArgumentParser:
                 raise TypeError(msg)
             # also accept `halfv COMMAND --debug`; SUPPRESS keeps the global value otherwise
             sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
+    add_plugin_commands(subparsers)
     return parser
+
+
+def add_plugin_commands(subparsers: argparse._SubParsersAction[Any]) -> list[str]:
+    """Call each plugin's ``register_commands`` hook on ``subparsers``, one plugin at a time.
+
+    A plugin whose hook raises, reuses a taken command name or adds a command without
+    ``func`` gets a ``halfv: warning:`` line naming it and the fix on stderr; the commands it
+    added are removed, and the other plugins still add theirs.
+
+    Returns:
+        The plugin names that failed, in calling order.
+    """
+    from halfv.plugins import get_components
+
+    pm = get_components().pm
+    failed: list[str] = []
+    for impl in pm.hook.register_commands.get_hookimpls():
+        name = pm.get_name(impl.plugin) or repr(impl.plugin)
+        before = set(subparsers.choices)
+        others = [p for p in pm.get_plugins() if p is not impl.plugin]
+        try:
+            pm.subset_hook_caller("register_commands", remove_plugins=others)(subparsers=subparsers)
+            added = sorted(set(subparsers.choices) - before)
+            _check_runnable(subparsers, added)
+        except Exception as exc:  # noqa: BLE001 -- one broken plugin must not stop the CLI
+            _drop_commands(subparsers, set(subparsers.choices) - before)
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            print(
+                f"halfv: warning: plugin {name!r} failed to add its commands ({reason}); they "
+                f"are unavailable. Fix or upgrade the plugin, or skip it with "
+                f"HALFV_DISABLE_PLUGINS={name}",
+                file=sys.stderr,
+            )
+            failed.append(name)
+            continue
+        for command in added:
+            sub = subparsers.choices[command]
+            sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
+    return failed
+
+
+def _check_runnable(subparsers: argparse._SubParsersAction[Any], names: list[str]) -> None:
+    for command in names:
+        if not callable(subparsers.choices[command].get_default("func")):
+            msg = f"its command {command!r} sets no func: call parser.set_defaults(func=run)"
+            raise TypeError(msg)
+
+
+def _drop_commands(subparsers: argparse._SubParsersAction[Any], names: set[str]) -> None:
+    """Remove the subcommands ``names`` (a failed plugin's) from parsing and from --help."""
+    for command in names:
+        del subparsers.choices[command]
+    subparsers._choices_actions[:] = [
+        action for action in subparsers._choices_actions if action.dest not in names
+    ]
 
 
 def _report(exc: BaseException) -> None:

