@@ -9,7 +9,7 @@ position, and remap decode-time masks onto each layer's (shorter) KV cache.
 Ragged batches: samples may keep different numbers of tokens. Shorter samples are padded
 *at the front* with dummy slots (``valid == False``) so that the last slot is always the
 last real prompt token (the LM head reads it). A dummy slot is invisible to every query
-and attends only to itself, so it can never produce NaNs or leak into real tokens.
+and always attends to itself, so it can never produce NaNs; its own result is never read.
 """
 
 from __future__ import annotations
