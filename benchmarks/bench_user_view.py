@@ -57,8 +57,8 @@ DOCS_START, DOCS_END = "<!-- user-view:start -->", "<!-- user-view:end -->"
 #: what --cpu-smoke overrides: tiny models, one token count, batch 1 and 2, short answers
 SMOKE: dict[str, Any] = {
     "device": "cpu", "dtype": "float32", "tokens": [64], "batches": [1, 2], "warmup": 1,
-    "repeats": 1, "short": 2, "long": 3, "throughput_tokens": 2, "batch_max_tokens": 64,
-    "budget_s": 0.0,
+    "repeats": 1, "decode_repeats": 1, "short": 2, "long": 3, "throughput_tokens": 2,
+    "batch_max_tokens": 64, "budget_s": 0.0,
 }  # fmt: skip
 
 
@@ -87,16 +87,18 @@ def configs(model: Any, args: argparse.Namespace) -> list[tuple[str, str]]:
 
 
 @contextmanager
-def attached(model: Any, method: str, vision: str, used: set[str]) -> Iterator[None]:
-    """``model`` running ``method`` with the ``vision`` tower path; fast backends into ``used``."""
+def attached(model: Any, method: str, vision: str, run: Run) -> Iterator[None]:
+    """``model`` running ``method`` with the ``vision`` tower path; the fast path's backends
+    (and why it left ``varlen``, if it did) go into ``run``."""
     with ExitStack() as stack:
-        if vision == "fast":
-            handle = stack.enter_context(fast_vision(model))
+        handle = stack.enter_context(fast_vision(model)) if vision == "fast" else None
         if method == "halfv":
             stack.enter_context(halfv.apply(model))
         yield
-        if vision == "fast":
-            used |= handle.backends_used
+        if handle is not None:
+            run.backends |= handle.backends_used
+            if handle.varlen_error:
+                run.data["meta"]["varlen_error"] = handle.varlen_error
 
 
 def label(method: str, vision: str) -> str:
@@ -176,24 +178,28 @@ def measure(
     metric: str,
     *,
     new: int,
-    warmup: int,
+    repeats: int,
+    warmup: int = 0,
+    warm_new: int = 0,
 ) -> None:
-    """``metric`` of every configuration, in turn: ``warmup`` untimed rounds, then
-    ``--repeats`` timed ones (order reversed every other round); records and speed-ups."""
+    """``metric`` of every configuration, in turn: ``warmup`` untimed rounds of
+    ``warm_new``-token calls, then ``repeats`` timed ones (order reversed every other
+    round); records and speed-ups."""
     pairs = configs(model, run.args)
     samples: dict[tuple[str, str], list[float]] = {p: [] for p in pairs}
-    call = generate_fn(model, inputs, new)
+    call, warm_call = generate_fn(model, inputs, new), generate_fn(model, inputs, warm_new)
     failed: dict[tuple[str, str], str] = {}
-    for r in range(warmup + run.args.repeats):
+    for r in range(warmup + repeats):
         if r > warmup and run.over_budget(grace=run.args.grace_s):
             break  # keep the rounds measured so far
+        fn, want = (warm_call, warm_new) if r < warmup else (call, new)
         for pair in pairs if r % 2 == 0 else pairs[::-1]:
             if pair in failed:
                 continue
             try:
-                with attached(model, *pair, run.backends):
-                    ms, out = run.timed(call)
-                check_length(out, inputs, new)
+                with attached(model, *pair, run):
+                    ms, out = run.timed(fn)
+                check_length(out, inputs, want)
                 del out
             except Exception as exc:  # noqa: BLE001 -- record it, go on with the others
                 oom = isinstance(exc, torch.cuda.OutOfMemoryError)
@@ -259,23 +265,29 @@ def skip(run: Run, model: Any, row: dict[str, Any], metric: str, new: int) -> No
 
 
 def cell(run: Run, key: str, model: Any, nominal: int, batch: int) -> None:
-    """Every metric of one (model, N, batch); one untimed round first (inside TTFT)."""
+    """Every metric of one (model, N, batch), after ``--warmup`` untimed rounds of the
+    cell's longest call (so every decode length the cell reaches has run once: cuDNN
+    attention builds a graph per new length); TTFT and the short answer take ``--repeats``
+    rounds, the long answer and throughput ``--decode-repeats``."""
     args = run.args
     prompt = bc.make_prompt(model, nominal, args.text_tokens)
     inputs = batched(prompt["full"], batch)
     length = int(prompt["full"]["input_ids"].shape[1])
     row = {"model": key, "tokens": prompt["visual"], "nominal": nominal, "batch": batch}
     row["prompt"] = length
-    plan = [("ttft_ms", 1)]
+    plan = [("ttft_ms", 1, args.repeats)]
     if batch == 1:
-        plan += [("e2e_short_ms", args.short), ("e2e_long_ms", args.long)]
+        plan += [("e2e_short_ms", args.short, args.repeats)]
+        plan += [("e2e_long_ms", args.long, args.decode_repeats)]
     else:
-        plan += [("throughput", args.throughput_tokens)]
-    for i, (metric, new) in enumerate(plan):
+        plan += [("throughput", args.throughput_tokens, args.decode_repeats)]
+    longest = max(new for _, new, _ in plan)
+    for i, (metric, new, repeats) in enumerate(plan):
         if run.over_budget():
             skip(run, model, row, metric, new)
             continue
-        measure(run, model, inputs, row, metric, new=new, warmup=args.warmup if i == 0 else 0)
+        warm = {"warmup": args.warmup, "warm_new": longest} if i == 0 else {}
+        measure(run, model, inputs, row, metric, new=new, repeats=repeats, **warm)
     del inputs
     if run.cuda:
         torch.cuda.empty_cache()
@@ -305,9 +317,9 @@ def run_all(run: Run) -> None:
         for key, model in models.items():
             for n in tokens[key]:
                 cell(run, key, model, n, 1)
-    for batch in [b for b in args.batches if b != 1]:
-        for key, model in models.items():
-            for n in [n for n in tokens[key] if n <= args.batch_max_tokens]:
+    for n in [n for n in args.tokens if n <= args.batch_max_tokens]:
+        for batch in [b for b in args.batches if b != 1]:
+            for key, model in models.items():
                 cell(run, key, model, n, batch)
     models.clear()
     gc.collect()
@@ -361,7 +373,9 @@ def markdown(data: dict[str, Any]) -> str:
         f"{meta['device_name']}; torch {meta['torch']}, transformers {meta['transformers']}, "
         f"{meta['dtype']}, SDPA, random weights, {meta['text_tokens']} text tokens; greedy "
         f"generate with min_new_tokens = max_new_tokens; configurations in turn, median of "
-        f"{meta['repeats']} after {meta['warmup']} untimed round(s) per (model, N, batch); "
+        f"{meta['repeats']} (TTFT, short) or {meta.get('decode_repeats', meta['repeats'])} "
+        f"(long, tokens/s) after {meta['warmup']} untimed round(s) of the longest call per "
+        f"(model, N, batch); "
         f"vision `fast` = halfv.accel.fast_vision ({backends}); x = speed-up of halfv; "
         f"{skipped} measurement(s) skipped or failed; {meta['date']}."
     )
@@ -396,12 +410,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--short", type=int, default=8, help="new tokens of the short answer")
     add("--long", type=int, default=128, help="new tokens of the long answer")
     add("--throughput-tokens", type=int, default=64, help="new tokens per sample at batch > 1")
-    add("--repeats", type=int, default=3)
+    add("--repeats", type=int, default=3, help="timed rounds of TTFT and the short answer")
+    add("--decode-repeats", type=int, default=2, help="timed rounds of the long answer and "
+        "throughput (decode-bound, steadier)")  # fmt: skip
     add("--warmup", type=int, default=1, help="untimed rounds per (model, N, batch)")
     add("--text-tokens", type=int, default=60)
-    add("--budget-s", type=float, default=420.0,
+    add("--budget-s", type=float, default=390.0,
         help="skip measurements that start after this many seconds (0: no limit)")  # fmt: skip
-    add("--grace-s", type=float, default=45.0, help="stop a started measurement's rounds after "
+    add("--grace-s", type=float, default=30.0, help="stop a started measurement's rounds after "
         "budget + grace (keeps the rounds done)")  # fmt: skip
     add("--device", default="cuda")
     add("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])

@@ -131,3 +131,26 @@ def test_varlen_matches_stock_on_cuda() -> None:
         got = _run(tower, pixels, grid)
     assert fast.backends_used == {"varlen"}
     torch.testing.assert_close(got.float(), stock.float(), rtol=0.05, atol=0.05)
+
+
+@torch.no_grad()
+def test_auto_falls_back_to_padded_when_the_varlen_kernel_refuses(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    tower = _tower()
+    grid = torch.tensor([[1, 20, 12]])
+    pixels = torch.randn(240, 3 * 2 * 14 * 14)
+    stock = _run(tower, pixels, grid)
+    with fast_vision(tower) as fast:
+
+        def refuse(*args: Any, **kwargs: Any) -> Tensor:
+            msg = "no kernel for these shapes"
+            raise RuntimeError(msg)
+
+        fast._varlen = refuse
+        monkeypatch.setattr(fast, "_use_varlen", lambda q, s: fast._varlen is not None)
+        got = _run(tower, pixels, grid)
+    assert fast.backends_used == {"padded"}
+    assert fast.varlen_error is not None
+    assert "no kernel" in fast.varlen_error
+    torch.testing.assert_close(got, stock, rtol=1e-5, atol=1e-5)

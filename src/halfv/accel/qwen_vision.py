@@ -151,6 +151,7 @@ class FastVisionHandle:
         model: the model it was installed on.
         backend: the requested backend (``auto``, ``varlen`` or ``padded``).
         backends_used: the backends that have run so far (``varlen`` / ``padded``).
+        varlen_error: why ``auto`` left ``varlen`` for ``padded`` (a kernel error), or None.
         modules: the patched attention modules.
     """
 
@@ -164,6 +165,7 @@ class FastVisionHandle:
         self.modules: list[nn.Module] = []
         self._layouts: dict[int, _Layout] = {}
         self._varlen = _varlen_fn()
+        self.varlen_error: str | None = None
         self._varlen_scale = self._varlen is not None and (
             "scale" in inspect.signature(self._varlen).parameters
         )
@@ -227,12 +229,20 @@ class FastVisionHandle:
             extra: dict[str, Any] = {}
             if abs(scale - query.shape[-1] ** -0.5) >= 1e-12:
                 extra["scale"] = scale
-            out = self._varlen(
-                query.contiguous(), key.contiguous(), value.contiguous(),
-                lay.cu32, lay.cu32, lay.longest, lay.longest, **extra,
-            )  # fmt: skip
-            self.backends_used.add("varlen")
-            return out
+            try:
+                out = self._varlen(
+                    query.contiguous(), key.contiguous(), value.contiguous(),
+                    lay.cu32, lay.cu32, lay.longest, lay.longest, **extra,
+                )  # fmt: skip
+            except RuntimeError as exc:
+                if self.backend == "varlen":
+                    raise
+                # auto: this build's kernel refused the shapes; padded from now on
+                self.varlen_error = f"{type(exc).__name__}: {exc}"[:300]
+                self._varlen = None
+            else:
+                self.backends_used.add("varlen")
+                return out
         self.backends_used.add("padded")
         return padded_window_attention(query, key, value, cu_seqlens, scale, layout=lay)
 
