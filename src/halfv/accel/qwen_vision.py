@@ -29,7 +29,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Literal, Self, cast
+from typing import Any, Self, cast
 
 import torch
 import torch.nn.functional as F
@@ -45,7 +45,6 @@ __all__ = [
     "varlen_available",
 ]
 
-Backend = Literal["auto", "varlen", "padded"]
 #: accepted values of ``fast_vision(..., backend=)``
 BACKENDS: tuple[str, ...] = ("auto", "varlen", "padded")
 _ATTENTION_CLASSES = ("Qwen2_5_VLVisionAttention",)
