@@ -281,6 +281,7 @@ class PruningRuntime:
         )
         if call.plan.would_shorten:
             check_cache(cache)
+        call.static_cache = is_static_cache(cache)
 
     def _find_spans(
         self, call: CallState, input_ids: Any, supplied: Tensor | None, kwargs: dict[str, Any]
@@ -403,6 +404,7 @@ class PruningRuntime:
             call.cache = cache_from_kwargs(kwargs)
             if plan.would_shorten:
                 check_cache(call.cache)
+            call.static_cache = is_static_cache(call.cache)
         hidden = hidden_of(args, kwargs)
         if call.pending is not None:  # the scoring layer ran: its projections are tapped
             plan.scores = call.pending.scores(_take_tapped(call))
@@ -415,7 +417,7 @@ class PruningRuntime:
         if stage:
             kwargs = stage_kwargs(stage, plan, kwargs)
             removed = plan.prompt_len - plan.layouts[stage].length
-            if removed > 0 and is_static_cache(call.cache):
+            if removed > 0 and call.static_cache:
                 size_static_layer(call.cache, self.cache_index[idx], removed)
         if idx in self.scoring_layers:
             call.pending = self._pending_score(idx, plan, hidden, kwargs)
@@ -528,6 +530,7 @@ class PruningRuntime:
             layout=layout,
             cache=cache_from_kwargs(kwargs),
             layer_idx=self.cache_index[idx],
+            memo=call.plan.stage_kwargs,
         )
 
     # ------------------------------------------------------------------ scoring

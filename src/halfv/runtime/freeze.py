@@ -16,6 +16,8 @@ original positions replaces the causal flag (which is wrong when queries are a s
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 from torch.nn import functional as F
@@ -85,6 +87,7 @@ def frozen_visual_forward(
     layout: StageLayout,
     cache: object | None,
     layer_idx: int,
+    memo: dict[Any, Any] | None = None,
 ) -> Tensor:
     """Run one decoder layer with frozen visual rows.
 
@@ -96,16 +99,23 @@ def frozen_visual_forward(
         layout: the stage's layout (visual slots, valid slots).
         cache: the transformers cache (or ``None``); receives every row's K/V.
         layer_idx: this layer's index in the cache.
+        memo: a dict kept for the prefill: the stage's shared inputs (query rows, rotary
+            tables, query mask) are built by its first frozen layer and reused by the
+            others.
 
     Returns:
         ``[B, S, D]``: text rows updated, visual and dummy rows unchanged.
     """
     device = module_device(parts.q_proj, hidden.device)
     hidden = hidden.to(device)
-    layout = layout.to(device)
     b, s, _ = hidden.shape
-    rows, row_valid = query_rows_of(layout)
-    cos, sin = (t.to(device).expand(b, -1, -1) for t in position_embeddings)
+    key = (device, id(stage_mask), id(position_embeddings))
+    inputs = None if memo is None else memo.get(key)
+    if inputs is None:  # once per stage: every frozen layer of the stage reads the same
+        inputs = _stage_inputs(position_embeddings, stage_mask, layout.to(device), b, parts)
+        if memo is not None:
+            memo[key] = inputs
+    rows, row_valid, (cos, sin), (cos_q, sin_q), allowed = inputs
 
     x = parts.input_layernorm(hidden)
     xq = gather_rows(x, rows)
@@ -116,19 +126,11 @@ def frozen_visual_forward(
         q = parts.q_norm(q)
     if parts.k_norm is not None:
         k = parts.k_norm(k)
-    q = _rope(q.transpose(1, 2), gather_rows(cos, rows), gather_rows(sin, rows))
+    q = _rope(q.transpose(1, 2), cos_q, sin_q)
     k = _rope(k.transpose(1, 2), cos, sin)
     v = v.transpose(1, 2)
     if cache is not None:
         k, v = cache.update(k, v, layer_idx)  # type: ignore[attr-defined]
-
-    allowed = _query_mask(
-        None if stage_mask is None else stage_mask.to(device),
-        layout,
-        rows,
-        row_valid,
-        parts.sliding_window,
-    )
     if k.shape[-2] > allowed.shape[-1]:  # a static cache's unwritten room: never read
         allowed = F.pad(allowed, (0, k.shape[-2] - allowed.shape[-1]), value=False)
     attn = F.scaled_dot_product_attention(
@@ -141,3 +143,28 @@ def frozen_visual_forward(
     updated = torch.where(row_valid[..., None], updated, residual)
     index = rows[..., None].expand(-1, -1, hidden.shape[-1])
     return hidden.scatter(1, index, updated)
+
+
+_FrozenInputs = tuple[Tensor, Tensor, tuple[Tensor, Tensor], tuple[Tensor, Tensor], Tensor]
+
+
+def _stage_inputs(
+    position_embeddings: tuple[Tensor, Tensor],
+    stage_mask: Tensor | None,
+    layout: StageLayout,
+    batch: int,
+    parts: AttentionParts,
+) -> _FrozenInputs:
+    """What every frozen layer of a stage shares: query rows, rotary tables (all rows and
+    query rows) and the query mask."""
+    device = layout.orig_pos.device
+    rows, row_valid = query_rows_of(layout)
+    cos, sin = (t.to(device).expand(batch, -1, -1) for t in position_embeddings)
+    allowed = _query_mask(
+        None if stage_mask is None else stage_mask.to(device),
+        layout,
+        rows,
+        row_valid,
+        parts.sliding_window,
+    )
+    return rows, row_valid, (cos, sin), (gather_rows(cos, rows), gather_rows(sin, rows)), allowed

@@ -45,6 +45,7 @@ class CallState:
             kept rows (in place, on a private copy) before the model computes its loss.
         record_outputs: the caller asked for attention weights; frozen layers then run
             their own forward and restore the visual rows, so every layer reports.
+        static_cache: the call's cache is a ``StaticCache`` (pruned layers are sized).
         decode_masks, seen_masks: decode-step mask remaps, one per stage and mask object.
         pending: a scoring layer's inputs, kept until its projections are tapped.
         armed: the scoring layer whose ``q_proj``/``k_proj`` outputs are being kept.
@@ -59,6 +60,7 @@ class CallState:
     logits_to_keep: int | None = None
     labels: Tensor | None = None
     record_outputs: bool = False
+    static_cache: bool = False
     decode_masks: dict[tuple[int, int], Tensor | None] = field(default_factory=dict)
     seen_masks: list[Any] = field(default_factory=list)
     pending: PendingScore | None = None
