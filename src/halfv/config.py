@@ -19,6 +19,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from halfv.errors import ConfigError, ConfigFileNotFoundError
+
 __all__ = ["CONFIG_SCHEMA_VERSION", "PruningConfig", "SSRMode", "load_config", "save_config"]
 
 CONFIG_SCHEMA_VERSION: Literal[1] = 1
@@ -97,20 +99,20 @@ class PruningConfig(BaseModel):
                 f"ssr_mode={self.ssr_mode!r} needs ssr_layer: set ssr_layer to a decoder layer "
                 f"index greater than ivr_layer={self.ivr_layer}, or set ssr_mode='none'"
             )
-            raise ValueError(msg)
+            raise ConfigError(msg)
         if self.ssr_layer is not None and self.ssr_layer <= self.ivr_layer:
             msg = (
                 f"ssr_layer={self.ssr_layer} must be greater than ivr_layer={self.ivr_layer}: "
                 "the SSR stage starts after the IVR prune"
             )
-            raise ValueError(msg)
+            raise ConfigError(msg)
         if self.ssr_mode == "prune" and self.ssr_keep > self.ivr_keep:
             msg = (
                 f"ssr_keep={self.ssr_keep} exceeds ivr_keep={self.ivr_keep}: both are fractions "
                 "of the original visual span, so SSR could not prune anything; use "
                 "ssr_keep <= ivr_keep"
             )
-            raise ValueError(msg)
+            raise ConfigError(msg)
         return self
 
     @property
@@ -125,13 +127,13 @@ class PruningConfig(BaseModel):
                 f"ivr_layer={self.ivr_layer} is out of range for a model with {num_layers} decoder "
                 f"layers: use 1 <= ivr_layer < {num_layers}"
             )
-            raise ValueError(msg)
+            raise ConfigError(msg)
         if self.ssr_layer is not None and self.ssr_layer >= num_layers:
             msg = (
                 f"ssr_layer={self.ssr_layer} is out of range for a model with {num_layers} decoder "
                 f"layers: use ivr_layer < ssr_layer < {num_layers}"
             )
-            raise ValueError(msg)
+            raise ConfigError(msg)
 
 
 def load_config(path: str | Path) -> PruningConfig:
@@ -145,7 +147,7 @@ def load_config(path: str | Path) -> PruningConfig:
     path = Path(path)
     if not path.is_file():
         msg = f"config file {str(path)!r} does not exist"
-        raise FileNotFoundError(msg)
+        raise ConfigFileNotFoundError(msg)
     text = path.read_text(encoding="utf-8")
     if path.suffix == ".json":
         data = json.loads(text)
@@ -153,7 +155,7 @@ def load_config(path: str | Path) -> PruningConfig:
         data = tomllib.loads(text)
     else:
         msg = f"config file {str(path)!r} has suffix {path.suffix!r}: use .json or .toml"
-        raise ValueError(msg)
+        raise ConfigError(msg)
     if isinstance(data, dict) and "pruning" in data and isinstance(data["pruning"], dict):
         data = data["pruning"]  # calibration reports nest the config under "pruning"
     return PruningConfig.model_validate(data)

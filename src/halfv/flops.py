@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from halfv.budget import kept_count
 from halfv.config import PruningConfig
+from halfv.errors import HalfvValueError
 from halfv.model_specs import ModelDims
 
 __all__ = [
@@ -49,7 +50,7 @@ DIVERSITY_IVR_POLICIES = frozenset({"halfv", "diversity"})
 def _check_count(name: str, value: object, minimum: int = 0) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         msg = f"{name}={value!r} must be an int >= {minimum}"
-        raise ValueError(msg)
+        raise HalfvValueError(msg)
     return value
 
 
@@ -86,11 +87,11 @@ class LayerLoad:
                 f"kv_tokens={self.kv_tokens} must equal query_tokens={self.query_tokens} + "
                 f"frozen_visual={self.frozen_visual}: every key gets its K/V projection here"
             )
-            raise ValueError(msg)
+            raise HalfvValueError(msg)
         pairs, most = self.causal_pairs, self.query_tokens * self.kv_tokens
         if pairs is not None and _check_count("causal_pairs", pairs) > most:
             msg = f"causal_pairs={pairs} exceeds query_tokens * kv_tokens = {most}: pass <= {most}"
-            raise ValueError(msg)
+            raise HalfvValueError(msg)
 
     @property
     def attended_pairs(self) -> int:
@@ -145,7 +146,7 @@ def prefill_flops(dims: ModelDims, loads: Iterable[LayerLoad], variant: Variant)
     formulas = {"field": field_layer_flops, "exact": exact_layer_flops}
     if variant not in formulas:
         msg = f"variant={variant!r} is not a FLOPs variant: use 'field' or 'exact'"
-        raise ValueError(msg)
+        raise HalfvValueError(msg)
     return float(sum(formulas[variant](dims, load) for load in loads))
 
 
@@ -162,17 +163,17 @@ def _resolve_mode(config: PruningConfig, ssr_mode: str | None) -> ResolvedSSRMod
             "config.ssr_mode='auto' is decided at run time by the saturation detector: pass "
             "ssr_mode='prune', 'freeze' or 'none' explicitly (see `halfv profile`)"
         )
-        raise ValueError(msg)
+        raise HalfvValueError(msg)
     resolved = _RESOLVED_MODES.get(mode)
     if resolved is None:
         msg = f"ssr_mode={mode!r} is not one of 'prune', 'freeze', 'none'"
-        raise ValueError(msg)
+        raise HalfvValueError(msg)
     if mode != "none" and config.ssr_layer is None:
         msg = f"ssr_mode={mode!r} needs config.ssr_layer; set it or use ssr_mode='none'"
-        raise ValueError(msg)
+        raise HalfvValueError(msg)
     if mode == "prune" and config.ssr_keep > config.ivr_keep:
         msg = f"ssr_keep={config.ssr_keep} > ivr_keep={config.ivr_keep}: use ssr_keep <= ivr_keep"
-        raise ValueError(msg)
+        raise HalfvValueError(msg)
     return resolved
 
 
@@ -200,7 +201,7 @@ def schedule_loads(
     text = _check_count("text_tokens", text_tokens)
     if text + sum(spans) == 0:
         msg = "the prompt has no tokens: pass text_tokens >= 1 or at least one visual span"
-        raise ValueError(msg)
+        raise HalfvValueError(msg)
     config.check_depth(num_layers)
     mode = _resolve_mode(config, ssr_mode)
 
@@ -377,18 +378,18 @@ def flops_from_token_counts(
             f"got {len(query_tokens)} query and {len(kv)} kv counts for {dims.name!r} with "
             f"{dims.num_layers} layers: pass one count per decoder layer"
         )
-        raise ValueError(msg)
+        raise HalfvValueError(msg)
     bad = [i for i, (q, k) in enumerate(zip(query_tokens, kv, strict=True)) if k < q]
     if bad:
         msg = (
             f"layer {bad[0]} has fewer kv tokens than query tokens: kv_tokens[i] >= query_tokens[i]"
         )
-        raise ValueError(msg)
+        raise HalfvValueError(msg)
     rel, sel = dict(relevance_keys or {}), dict(selection_pairs or {})
     for layer in (*rel, *sel):
         if not 0 <= layer < dims.num_layers:
             msg = f"layer {layer} is out of range: use 0 <= layer < {dims.num_layers}"
-            raise ValueError(msg)
+            raise HalfvValueError(msg)
     pruned = [
         LayerLoad(q, k, k - q, rel.get(i, 0), sel.get(i, 0))
         for i, (q, k) in enumerate(zip(query_tokens, kv, strict=True))

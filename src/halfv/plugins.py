@@ -29,7 +29,7 @@ import pluggy
 from pydantic import ValidationError
 
 from halfv import hookspecs
-from halfv.errors import UnsupportedModelError
+from halfv.errors import ComponentError, ConfigError, HalfvRuntimeError, UnsupportedModelError
 from halfv.interfaces import BackboneAdapter, EntropyEstimator, IVRPolicy, SSRPolicy
 from halfv.registry import (
     AdapterRegistry,
@@ -123,7 +123,7 @@ def _component_name(obj: object) -> str | None:
 def _ssr_mode(cls: type[SSRPolicy]) -> None:
     if (mode := getattr(cls, "mode", None)) not in _SSR_MODES:
         msg = f"SSR policy {cls.name!r} has mode={mode!r}: set the class attribute to one of "
-        raise ValueError(msg + ", ".join(map(repr, _SSR_MODES)))
+        raise ComponentError(msg + ", ".join(map(repr, _SSR_MODES)))
 
 
 class Components:
@@ -266,13 +266,13 @@ class Components:
         other = self.pm.get_plugin(name)
         if other is not None:
             msg = f"plugin name {name!r} is already taken by {other!r}; rename the entry point"
-            raise ValueError(msg)
+            raise ComponentError(msg)
         if self.pm.is_registered(plugin):
             msg = (
                 f"{plugin!r} is already registered as plugin {self.pm.get_name(plugin)!r}; "
                 f"remove the duplicate entry point {name!r}"
             )
-            raise ValueError(msg)
+            raise ComponentError(msg)
         self.pm.register(plugin, name=name)
         callers = self.pm.get_hookcallers(plugin) or []
         valid = ", ".join(_HOOKS)
@@ -337,7 +337,7 @@ class Components:
                 f"invalid options for {registry.kind} {normalise_name(name)!r}: {exc}\n"
                 f"accepted options: {fields}"
             )
-            raise ValueError(msg) from exc
+            raise ConfigError(msg) from exc
 
 
 _lock = threading.RLock()  # re-entrant, so a plugin calling get_* while loading gets an error
@@ -353,7 +353,7 @@ def get_components() -> Components:
             if _building:
                 msg = "a plugin looked up a halfv component while plugins were loading; "
                 msg += "move that call from import or hook time into a function run later"
-                raise RuntimeError(msg)
+                raise HalfvRuntimeError(msg)
             _building = True
             try:
                 _components = Components()

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from halfv.errors import HalfvValueError
+
 __all__ = ["VisualSpans", "find_visual_spans"]
 
 
@@ -55,10 +57,10 @@ def find_visual_spans(input_ids: Tensor, visual_token_ids: Sequence[int]) -> Vis
     """
     if input_ids.dim() != 2:
         msg = f"input_ids must have shape [batch, seq], got {tuple(input_ids.shape)}"
-        raise ValueError(msg)
+        raise HalfvValueError(msg)
     if not visual_token_ids:
         msg = "visual_token_ids is empty: the adapter must name at least one visual token id"
-        raise ValueError(msg)
+        raise HalfvValueError(msg)
     ids = torch.tensor(list(visual_token_ids), dtype=input_ids.dtype)
     mask = torch.isin(input_ids, ids.to(input_ids.device, non_blocking=True))
     # Run boundaries: +1 where a run starts, -1 one past where it ends; read on the host

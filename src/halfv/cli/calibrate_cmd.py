@@ -24,6 +24,8 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from halfv.errors import HalfvFileNotFoundError, HalfvValueError
+
 if TYPE_CHECKING:
     from argparse import _SubParsersAction
 
@@ -94,14 +96,14 @@ def load_base_config(path: str | Path) -> PruningConfig:
         return load_config(path)
     except ValidationError as exc:
         msg = f"config file {str(path)!r}: {validation_message(exc)}"
-        raise ValueError(msg) from None
+        raise HalfvValueError(msg) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         msg = f"config file {str(path)!r} is not valid JSON ({exc}): fix or regenerate it"
-        raise ValueError(msg) from None
+        raise HalfvValueError(msg) from None
     except ValueError as exc:  # tomllib.TOMLDecodeError, bad suffix
         first = str(exc).splitlines()[0]
         msg = first if str(path) in first else f"config file {str(path)!r}: {first}"
-        raise ValueError(msg) from None
+        raise HalfvValueError(msg) from None
 
 
 def _check_args(args: argparse.Namespace) -> Path:
@@ -109,20 +111,20 @@ def _check_args(args: argparse.Namespace) -> Path:
     out = Path(args.out)
     if out.suffix != ".json":
         msg = f"--out {str(out)!r}: calibrate writes JSON, so use a name ending in .json"
-        raise ValueError(msg)
+        raise HalfvValueError(msg)
     if not out.parent.is_dir():
         msg = f"--out {str(out)!r}: folder {str(out.parent)!r} does not exist; create it first"
-        raise FileNotFoundError(msg)
+        raise HalfvFileNotFoundError(msg)
     freeze_below = args.freeze_below
     if freeze_below is not None and not (0 < freeze_below < float("inf")):
         msg = f"--freeze-below {freeze_below}: use a positive KL value, e.g. 0.01"
-        raise ValueError(msg)
+        raise HalfvValueError(msg)
     if args.unsaturated is not None and freeze_below is None:
         msg = (
             f"--unsaturated {args.unsaturated}: it says what to do when no layer qualifies "
             "for --freeze-below, so pass --freeze-below KL too (e.g. 0.01)"
         )
-        raise ValueError(msg)
+        raise HalfvValueError(msg)
     return out
 
 
