@@ -41,10 +41,33 @@ Variant = Literal["field", "exact"]
 ResolvedSSRMode = Literal["prune", "freeze", "none"]
 _RESOLVED_MODES: dict[str, ResolvedSSRMode] = {"prune": "prune", "freeze": "freeze", "none": "none"}
 
-UNSCORED_IVR_POLICIES = frozenset({"random", "uniform", "diversity"})
-"""IVR policies that need no relevance pass; any other name is assumed to need one."""
-DIVERSITY_IVR_POLICIES = frozenset({"halfv", "diversity"})
-"""IVR policies that run farthest-point selection over the span's features."""
+
+@dataclass(frozen=True)
+class _PolicyCosts:
+    """What the schedule's policies cost, read from the policies themselves."""
+
+    ivr_scores: bool  # the IVR policy's needs_scores: a relevance pass before the IVR layer
+    ivr_features: bool  # its needs_features: a farthest-point selection over the span
+    anchor_share: float  # its attention_share option (0 without one): anchors skip the FPS
+    ssr_scores: bool  # the SSR policy's needs_scores: a relevance pass before the SSR layer
+
+
+def _policy_costs(config: PruningConfig, mode: ResolvedSSRMode) -> _PolicyCosts:
+    """Resolve the IVR and SSR policies by name through the plugin registry (with their
+    options, so a bad option fails here as it would in :func:`halfv.apply`)."""
+    from halfv.plugins import get_ivr_policy, get_ssr_policy
+
+    ivr = get_ivr_policy(config.ivr_policy, **config.ivr_policy_options)
+    same_policy = mode == config.ssr_mode
+    ssr_name = config.ssr_policy_name if same_policy else mode
+    ssr = get_ssr_policy(ssr_name, **(config.ssr_policy_options if same_policy else {}))
+    share = getattr(ivr, "attention_share", 0.0)
+    return _PolicyCosts(
+        ivr_scores=bool(ivr.needs_scores),
+        ivr_features=bool(ivr.needs_features),
+        anchor_share=float(share) if isinstance(share, int | float) else 0.0,
+        ssr_scores=bool(ssr.needs_scores),
+    )
 
 
 def _check_count(name: str, value: object, minimum: int = 0) -> int:
@@ -207,16 +230,15 @@ def schedule_loads(
 
     ivr = [kept_count(n, config.ivr_keep) for n in spans]
     ssr = [kept_count(n, config.ssr_keep) for n in spans] if mode == "prune" else ivr
-    policy = config.ivr_policy
-    scored = policy not in UNSCORED_IVR_POLICIES
-    ivr_rel = sum(n for n, k in zip(spans, ivr, strict=True) if k < n) if scored else 0
+    costs = _policy_costs(config, mode)
+    cut = [(n, k) for n, k in zip(spans, ivr, strict=True) if k < n]
+    ivr_rel = sum(n for n, _ in cut) if costs.ivr_scores else 0
     ivr_sel = 0
-    if policy in DIVERSITY_IVR_POLICIES:
-        anchors = 0.0 if policy == "diversity" else config.attention_share
-        for n, k in zip(spans, ivr, strict=True):
-            if k < n and int(k * anchors) < k:
+    if costs.ivr_features:
+        for n, k in cut:
+            if int(k * costs.anchor_share) < k:
                 ivr_sel += n * k  # seeding + one row per farthest-point step: about N * K
-    ssr_rel = sum(k for k, k2 in zip(ivr, ssr, strict=True) if k2 < k)
+    ssr_rel = sum(k for k, k2 in zip(ivr, ssr, strict=True) if k2 < k) if costs.ssr_scores else 0
 
     full, after_ivr, after_ssr = text + sum(spans), text + sum(ivr), text + sum(ssr)
     end = config.ssr_layer if mode != "none" and config.ssr_layer else num_layers

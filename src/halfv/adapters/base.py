@@ -41,7 +41,7 @@ def scale_schedule(
     update: dict[str, Any] = {"ivr_layer": ivr}
     if reference.ssr_layer is not None:
         if ivr + 1 > num_layers - 1:
-            update.update(ssr_layer=None, ssr_mode="none")
+            update.update(ssr_layer=None, ssr_mode="none", ssr_policy=None, ssr_policy_options={})
         else:
             ssr = math.floor(reference.ssr_layer * ratio + 0.5)
             update["ssr_layer"] = min(max(ssr, ivr + 1), num_layers - 1)

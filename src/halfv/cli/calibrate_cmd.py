@@ -20,7 +20,6 @@ the file with ``halfv.apply(model, "halfv-config.json")``.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -81,29 +80,16 @@ def add_parser(subparsers: _SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def load_base_config(path: str | Path) -> PruningConfig:
-    """Load a config file, with one-line errors naming each bad key or value.
+    """Load a config file; :func:`halfv.load_config` already gives one-line errors naming
+    the file and each bad key or value.
 
     Raises:
-        FileNotFoundError: no such file.
-        ValueError: unreadable, unknown keys, out-of-range values or a bad suffix.
+        ConfigFileNotFoundError: no such file (a ``FileNotFoundError``).
+        ConfigError: unreadable, unknown keys, out-of-range values or a bad suffix.
     """
-    from pydantic import ValidationError
-
     from halfv.config import load_config
-    from halfv.profile.report import validation_message
 
-    try:
-        return load_config(path)
-    except ValidationError as exc:
-        msg = f"config file {str(path)!r}: {validation_message(exc)}"
-        raise HalfvValueError(msg) from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        msg = f"config file {str(path)!r} is not valid JSON ({exc}): fix or regenerate it"
-        raise HalfvValueError(msg) from None
-    except ValueError as exc:  # tomllib.TOMLDecodeError, bad suffix
-        first = str(exc).splitlines()[0]
-        msg = first if str(path) in first else f"config file {str(path)!r}: {first}"
-        raise HalfvValueError(msg) from None
+    return load_config(path)
 
 
 def _check_args(args: argparse.Namespace) -> Path:

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from rich.console import Console
 
-from halfv.config import PruningConfig
+from halfv.config import PruningConfig, validation_message
 from halfv.profile.lifecycle import Lifecycle
 
 __all__ = [
@@ -356,18 +356,6 @@ def _freeze_from_onset(
     return PruningConfig.model_validate(
         {**config.model_dump(), "ssr_layer": onset, "ssr_mode": "freeze"}
     )
-
-
-def validation_message(exc: ValidationError) -> str:
-    """One line for a pydantic error: ``field=value: problem`` per error, ``;``-joined."""
-    parts = []
-    for error in exc.errors():
-        where = ".".join(str(p) for p in error["loc"]) or "(top level)"
-        if error["type"] == "extra_forbidden":
-            parts.append(f"unknown key {where!r}")
-        else:
-            parts.append(f"{where}={error.get('input')!r}: {error['msg']}")
-    return "; ".join(parts)
 
 
 @contextmanager
