@@ -278,7 +278,9 @@ def micro(run: Run, model: Any, base: halfv.PruningConfig, row: dict[str, Any]) 
     dev, n, t = run.args.device, row["tokens"], row["prompt"]
     adapter = halfv.get_adapter_for(model)
     parts = adapter.attention_parts(adapter.decoder_layers(model)[base.ivr_layer - 1])
-    d, keep, share = parts.q_proj.in_features, kept_count(n, base.ivr_keep), base.attention_share
+    ivr = halfv.get_ivr_policy(base.ivr_policy, **base.ivr_policy_options)
+    d, keep = parts.q_proj.in_features, kept_count(n, base.ivr_keep)
+    share = getattr(ivr, "attention_share", 0.0)  # the policy's option, not the config's
     gen = torch.Generator().manual_seed(1)
     feats = torch.randn((1, n, d), generator=gen).to(dev, run.dtype)
     scores = torch.rand((1, n), generator=gen).to(dev)

@@ -7,60 +7,15 @@ shapes and the seed shrink; the values follow).
 
 from __future__ import annotations
 
-import torch
 from hypothesis import strategies as st
-from torch import Tensor
+
+import halfv.testing as _testing
 
 __all__ = ["SelectionInputs", "keep_ratios", "selection_inputs", "visual_layouts"]
 
-#: (scores [B, N], features [B, N, D], keep)
-SelectionInputs = tuple[Tensor, Tensor, int]
-
-
-@st.composite
-def selection_inputs(
-    draw: st.DrawFn,
-    *,
-    max_batch: int = 3,
-    max_tokens: int = 64,
-    max_dim: int = 16,
-    min_tokens: int = 1,
-    dtype: torch.dtype = torch.float32,
-    tied_scores: bool | None = False,
-) -> SelectionInputs:
-    """Draw ``(scores [B, N], features [B, N, D], keep)`` for a selection call.
-
-    ``B`` is in ``[1, max_batch]``, ``N`` in ``[min_tokens, max_tokens]``, ``D`` in
-    ``[1, max_dim]`` and ``keep`` in ``[1, N]``. Features are standard normal (so ties in
-    distance have probability zero); scores are standard normal too, or, with
-    ``tied_scores=True``, small integers in ``[0, 3]`` so that ties are common.
-    ``tied_scores=None`` lets hypothesis choose.
-
-    Args:
-        draw: supplied by :func:`hypothesis.strategies.composite`.
-        max_batch: largest batch size.
-        max_tokens: largest token count ``N``.
-        max_dim: largest feature width ``D``.
-        min_tokens: smallest token count ``N``.
-        dtype: floating dtype of scores and features.
-        tied_scores: integer-valued scores (many ties), continuous scores, or either.
-
-    Returns:
-        A ``(scores, features, keep)`` triple on the CPU.
-    """
-    batch = draw(st.integers(1, max_batch), label="B")
-    n = draw(st.integers(min_tokens, max_tokens), label="N")
-    dim = draw(st.integers(1, max_dim), label="D")
-    keep = draw(st.integers(1, n), label="keep")
-    ties = draw(st.booleans(), label="tied_scores") if tied_scores is None else tied_scores
-    seed = draw(st.integers(0, 2**32 - 1), label="seed")
-    generator = torch.Generator().manual_seed(seed)
-    if ties:
-        scores = torch.randint(0, 4, (batch, n), generator=generator).to(dtype)
-    else:
-        scores = torch.randn((batch, n), generator=generator, dtype=torch.float64).to(dtype)
-    features = torch.randn((batch, n, dim), generator=generator, dtype=torch.float64).to(dtype)
-    return scores, features, keep
+# the selection strategy is published for plugin authors; the suite uses the same one
+SelectionInputs = _testing.SelectionInputs
+selection_inputs = _testing.selection_inputs
 
 
 @st.composite

@@ -242,3 +242,24 @@ def test_python_dash_m(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFi
     assert info.value.code == 0
     data: dict[str, Any] = json.loads(capsys.readouterr().out)
     assert data["components"][0]["name"] == "cli-ivr"
+
+
+def test_plugins_survives_sys_exit_in_a_plugin(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    class ExitingEntryPoint(FakeEntryPoint):
+        def load(self) -> object:
+            raise SystemExit(1)
+
+    monkeypatch.setattr(hp, "DEFAULT_PLUGINS", ())
+    monkeypatch.setattr(
+        importlib.metadata,
+        "entry_points",
+        lambda *, group: [ExitingEntryPoint("quitter")] if group == "halfv" else [],
+    )
+    hp.reset_components()
+    try:
+        assert cli.main(["plugins"]) == 0
+        assert "quitter (halfv-broken 0.3): SystemExit: 1" in capsys.readouterr().out
+    finally:
+        hp.reset_components()

@@ -144,7 +144,11 @@ def test_default_schedule_is_qwen25s() -> None:
     assert ours.reference_layers == builtin.reference_layers == 28
     assert ours.reference_schedule == builtin.reference_schedule
     schedule = ours.reference_schedule
-    assert (schedule.ivr_layer, schedule.ivr_keep, schedule.attention_share) == (2, 0.25, 0.1)
+    assert (
+        schedule.ivr_layer,
+        schedule.ivr_keep,
+        schedule.ivr_policy_options["attention_share"],
+    ) == (2, 0.25, 0.1)
     assert (schedule.ssr_layer, schedule.ssr_mode, schedule.ssr_keep) == (21, "prune", 0.05)
 
 

@@ -36,7 +36,12 @@ ROOT = Path(__file__).resolve().parents[1]
 # d=8, m=16, L=4, 2 query heads and 1 KV head of width 4 (GQA).
 TINY = ModelDims("tiny", 8, 16, 4, 2, 1, 4, 10)
 TINY_PRUNE = PruningConfig(
-    ivr_layer=1, ivr_keep=0.5, attention_share=0.5, ssr_layer=3, ssr_mode="prune", ssr_keep=0.25
+    ivr_layer=1,
+    ivr_keep=0.5,
+    ivr_policy_options={"attention_share": 0.5},
+    ssr_layer=3,
+    ssr_mode="prune",
+    ssr_keep=0.25,
 )
 VICUNA_7B = get_model_spec("llava-1.5-7b").dims
 
@@ -202,7 +207,9 @@ def test_multiple_spans_use_per_span_budgets() -> None:
     ("policy", "relevance", "selection"), [("random", 0, 0), ("diversity", 0, 32)]
 )
 def test_policy_overheads(policy: str, relevance: int, selection: int) -> None:
-    config = TINY_PRUNE.model_copy(update={"ivr_policy": policy, "ssr_mode": "none"})
+    config = TINY_PRUNE.model_copy(
+        update={"ivr_policy": policy, "ivr_policy_options": {}, "ssr_mode": "none"}
+    )
     loads = schedule_loads(4, config, 8, 2)
     assert sum(x.relevance_keys for x in loads) == relevance
     assert sum(x.selection_pairs for x in loads) == selection
@@ -299,7 +306,12 @@ def test_shipped_specs() -> None:
         assert spec.dims.num_heads * spec.dims.head_dim == spec.dims.hidden_size
         spec.schedule.check_depth(spec.dims.num_layers)
     next_ = get_model_spec("LLaVA-NeXT-7B").schedule
-    assert (next_.ivr_layer, next_.attention_share, next_.ssr_layer, next_.ssr_mode) == (
+    assert (
+        next_.ivr_layer,
+        next_.ivr_policy_options["attention_share"],
+        next_.ssr_layer,
+        next_.ssr_mode,
+    ) == (
         2,
         0.1,
         16,

@@ -507,3 +507,56 @@ def test_documented_plugin_test_recipe_works() -> None:
     assert components.add_plugin(plugin, "recipe", package="halfv-recipe")
     assert components.failures == []
     assert components.create("IVR policy", "fake-ivr", alpha=0.1) == FakeIVR(alpha=0.1)
+
+
+# ----------------------------------------------------------------------------- BaseException
+def test_sys_exit_on_import_is_recorded_and_others_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    good = make_plugin("good", register_ivr_policies=registers(FakeIVR))
+    set_entry_points(
+        monkeypatch,
+        FakeEntryPoint("quitter", SystemExit(3), "halfv-quitter", "0.1"),
+        FakeEntryPoint("good", good),
+    )
+    failure = the_failure("quitter")
+    assert (failure.stage, type(failure.error)) == ("import", SystemExit)
+    assert "quitter (halfv-quitter 0.1): SystemExit: 3" in failure.summary()
+    assert isinstance(hp.get_ivr_policy("fake_ivr"), FakeIVR)
+    with pytest.raises(PluginLoadError, match="SystemExit"):
+        hp.get_ivr_policy("quitter")
+
+
+class _Unusual(BaseException):
+    """A BaseException that is neither Exception nor KeyboardInterrupt."""
+
+
+@pytest.mark.parametrize("exc", [SystemExit(1), GeneratorExit(), _Unusual("odd")])
+def test_base_exception_in_hook_or_component_is_recorded(
+    monkeypatch: pytest.MonkeyPatch, exc: BaseException
+) -> None:
+    class ExitingAdapter(FakeAdapter):  # the registry reads .name, which raises
+        @property  # type: ignore[misc]
+        def name(self) -> str:  # type: ignore[override]
+            raise exc
+
+    bad_hook = make_plugin("bad_hook", register_ivr_policies=raises(exc))
+    bad_component = make_plugin("bad_component", register_adapters=registers(ExitingAdapter()))
+    good = make_plugin("good", register_ssr_policies=registers(FakeSSR))
+    builtin(monkeypatch, make_plugin("builtin_exit", register_adapters=raises(exc)))
+    set_entry_points(
+        monkeypatch,
+        FakeEntryPoint("bad_hook", bad_hook),
+        FakeEntryPoint("bad_component", bad_component),
+        FakeEntryPoint("good", good),
+    )
+    assert the_failure("bad_hook").error is exc
+    assert the_failure("bad_hook").stage == "hook"
+    assert the_failure("bad_component").error is exc
+    assert the_failure("bad_component").stage == "component"
+    assert the_failure("builtin_exit").error is exc
+    assert isinstance(hp.get_ssr_policy("fake-freeze"), FakeSSR)
+
+
+def test_keyboard_interrupt_still_stops_loading(monkeypatch: pytest.MonkeyPatch) -> None:
+    set_entry_points(monkeypatch, FakeEntryPoint("ctrl_c", KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        hp.get_components()

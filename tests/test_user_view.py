@@ -15,7 +15,7 @@ from types import ModuleType
 import pytest
 import torch
 
-from halfv.cli.bench_cmd import load_script
+from benchmark_scripts import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs" / "speed.md"

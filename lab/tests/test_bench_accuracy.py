@@ -33,7 +33,11 @@ from tiny import build_llava
 SMOL = ModelDims("smollm2-135m", 576, 1536, 30, 9, 3, 64, 49152)
 QWEN_LIKE = PruningConfig(ivr_layer=2, ivr_keep=0.25, ssr_layer=23, ssr_mode="prune", ssr_keep=0.05)
 LLAVA_LIKE = PruningConfig(
-    ivr_layer=3, ivr_keep=0.5, attention_share=0.2, ssr_layer=14, ssr_mode="freeze"
+    ivr_layer=3,
+    ivr_keep=0.5,
+    ivr_policy_options={"attention_share": 0.2},
+    ssr_layer=14,
+    ssr_mode="freeze",
 )
 
 
@@ -54,7 +58,11 @@ def test_halfv_and_baseline_schedules() -> None:
     assert (cfg.ivr_keep, cfg.ssr_layer, cfg.ssr_mode) == (0.11, 23, "prune")
     assert cfg.ssr_keep == pytest.approx(0.022)
     frozen = hb.halfv_at_budget(LLAVA_LIKE, 0.05)
-    assert (frozen.ivr_keep, frozen.ssr_mode, frozen.attention_share) == (0.05, "freeze", 0.2)
+    assert (frozen.ivr_keep, frozen.ssr_mode, frozen.ivr_policy_options["attention_share"]) == (
+        0.05,
+        "freeze",
+        0.2,
+    )
     cfg = hb.baseline_config("random", 3, 0.25, seed=7)
     assert (cfg.ivr_layer, cfg.ivr_keep, cfg.ssr_mode) == (3, 0.25, "none")
     assert cfg.ivr_policy_options == {"seed": 7}

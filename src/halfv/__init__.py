@@ -14,6 +14,7 @@ from halfv._version import __version__
 from halfv.budget import kept_count
 from halfv.config import PruningConfig, load_config, save_config
 from halfv.errors import (
+    ConfigError,
     DuplicateComponentError,
     HalfvError,
     PluginLoadError,
@@ -47,6 +48,7 @@ from halfv.saturation import KLSaturationDetector
 __all__ = [
     "AttentionParts",
     "BackboneAdapter",
+    "ConfigError",
     "DuplicateComponentError",
     "EntropyEstimator",
     "EntropyResult",

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 
+from halfv.errors import HalfvValueError
+
 __all__ = ["kept_count"]
 
 _ROUNDING_SLACK = 1e-9
@@ -27,8 +29,8 @@ def kept_count(n: int, ratio: float) -> int:
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         msg = f"span length n={n!r} must be a positive int"
-        raise ValueError(msg)
+        raise HalfvValueError(msg)
     if not 0.0 < ratio <= 1.0:
         msg = f"keep ratio {ratio!r} must be in (0, 1]"
-        raise ValueError(msg)
+        raise HalfvValueError(msg)
     return min(n, max(1, math.floor(n * ratio + _ROUNDING_SLACK)))

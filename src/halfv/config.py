@@ -14,16 +14,104 @@ from __future__ import annotations
 
 import json
 import tomllib
+import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-__all__ = ["CONFIG_SCHEMA_VERSION", "PruningConfig", "SSRMode", "load_config", "save_config"]
+from halfv.errors import (
+    ConfigError,
+    ConfigFileNotFoundError,
+    ConfigTypeError,
+    PluginLoadError,
+    UnknownComponentError,
+)
+
+__all__ = [
+    "CONFIG_SCHEMA_VERSION",
+    "PruningConfig",
+    "SSRMode",
+    "coerce_config",
+    "load_config",
+    "save_config",
+    "validation_message",
+]
 
 CONFIG_SCHEMA_VERSION: Literal[1] = 1
 
 SSRMode = Literal["prune", "freeze", "none", "auto"]
+_ACCEPTED = "a PruningConfig, a dict of its fields, a path to a .json or .toml file, or None"
+
+
+def _ivr_policy_fields(name: str) -> set[str] | None:
+    """Option names the registered IVR policy ``name`` accepts; ``None`` if it is unknown."""
+    from halfv.plugins import get_components
+
+    try:
+        return set(get_components().ivr_policies.get(name).model_fields)
+    except (UnknownComponentError, PluginLoadError):
+        return None
+
+
+def _ssr_policy_mode(name: str) -> str:
+    """The ``mode`` of the registered SSR policy ``name`` (errors name the registered ones)."""
+    from halfv.plugins import get_components
+
+    return str(get_components().ssr_policies.get(name).mode)
+
+
+def _move_attention_share(data: dict[str, Any]) -> dict[str, Any]:
+    """Deprecated top-level ``attention_share`` -> ``ivr_policy_options`` (with a warning).
+
+    It moves when the IVR policy accepts an ``attention_share`` option (or is not registered,
+    so that creating it reports the name); for a policy without that option it was always
+    ignored, and still is.
+    """
+    share = data.pop("attention_share")
+    policy = data.get("ivr_policy", "halfv")
+    raw_options = data.get("ivr_policy_options") or {}
+    if not isinstance(raw_options, Mapping):
+        return data  # field validation reports the bad ivr_policy_options
+    fields = _ivr_policy_fields(policy) if isinstance(policy, str) else None
+    if fields is not None and "attention_share" not in fields:
+        where = f"ignored: IVR policy {policy!r} has no such option"
+    elif "attention_share" in raw_options and raw_options["attention_share"] != share:
+        msg = (
+            f"attention_share={share!r} (top level, deprecated) contradicts "
+            f"ivr_policy_options['attention_share']={raw_options['attention_share']!r}: "
+            "drop the top-level field"
+        )
+        raise ConfigError(msg)
+    else:
+        data["ivr_policy_options"] = {"attention_share": share, **raw_options}
+        where = "moved into ivr_policy_options"
+    warnings.warn(
+        f"top-level attention_share={share!r} is deprecated ({where}): write "
+        f"ivr_policy_options = {{'attention_share': {share!r}}} instead",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return data
+
+
+def validation_message(exc: ValidationError) -> str:
+    """One line for a pydantic error: ``field=value: problem`` per error, ``;``-joined.
+
+    An unknown key of a :class:`PruningConfig` also lists the accepted field names.
+    """
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error["loc"]) or "(top level)"
+        if error["type"] == "extra_forbidden":
+            part = f"unknown key {where!r}"
+            if exc.title == PruningConfig.__name__:
+                part += f" (accepted: {', '.join(sorted(PruningConfig.model_fields))})"
+            parts.append(part)
+        else:
+            parts.append(f"{where}={error.get('input')!r}: {error['msg']}")
+    return "; ".join(parts)
 
 
 class PruningConfig(BaseModel):
@@ -53,16 +141,11 @@ class PruningConfig(BaseModel):
         le=1.0,
         description="Fraction of each visual span kept at the IVR layer, in (0, 1].",
     )
-    attention_share: float = Field(
-        0.1,
-        ge=0.0,
-        le=1.0,
-        description="Share of the IVR budget filled by top-relevance anchors, in [0, 1]; "
-        "the rest is filled by farthest-point diversity.",
-    )
     ivr_policy: str = Field("halfv", min_length=1, description="Registered IVR policy name.")
     ivr_policy_options: dict[str, Any] = Field(
-        default_factory=dict, description="Extra options passed to the IVR policy."
+        default_factory=dict,
+        description="Options of the IVR policy, validated by the policy itself (e.g. "
+        "{'attention_share': 0.2} for 'halfv'); see `halfv plugins` and docs/policies.md.",
     )
     ssr_layer: int | None = Field(
         None,
@@ -71,8 +154,19 @@ class PruningConfig(BaseModel):
     )
     ssr_mode: SSRMode = Field(
         "none",
-        description="'prune' keeps top-relevance tokens, 'freeze' stops visual updates, "
-        "'none' does nothing, 'auto' asks the backbone's saturation detector.",
+        description="What the SSR stage does: 'prune' keeps top-relevance tokens, 'freeze' "
+        "stops visual updates, 'none' does nothing, 'auto' asks the backbone's saturation "
+        "detector. With ssr_policy set it is the policy's own mode (filled in for you).",
+    )
+    ssr_policy: str | None = Field(
+        None,
+        min_length=1,
+        description="Registered SSR policy name (built-in or from a plugin); its `mode` "
+        "attribute says whether it prunes or freezes. None: the built-in policy named "
+        "after ssr_mode.",
+    )
+    ssr_policy_options: dict[str, Any] = Field(
+        default_factory=dict, description="Options of the SSR policy, validated by the policy."
     )
     ssr_keep: float = Field(
         0.05,
@@ -90,6 +184,36 @@ class PruningConfig(BaseModel):
         "(default False); True gives standard attention temperature.",
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _migrate(cls, data: Any) -> Any:
+        """Move the deprecated top-level ``attention_share`` into ``ivr_policy_options`` and
+        take ``ssr_mode`` from the ``ssr_policy``'s own ``mode``."""
+        if not isinstance(data, Mapping):
+            return data
+        data = dict(data)
+        if "attention_share" in data:
+            data = _move_attention_share(data)
+        policy = data.get("ssr_policy")
+        if isinstance(policy, str) and policy:
+            mode = _ssr_policy_mode(policy)
+            given = data.get("ssr_mode")
+            if given == "auto":
+                msg = (
+                    f"ssr_mode='auto' lets the saturation detector pick the built-in 'prune' or "
+                    f"'freeze' policy, so it cannot be combined with ssr_policy={policy!r}: "
+                    "drop one of them"
+                )
+                raise ConfigError(msg)
+            if given is not None and given != mode:
+                msg = (
+                    f"ssr_mode={given!r} contradicts ssr_policy={policy!r}, whose mode is "
+                    f"{mode!r}: drop ssr_mode (the policy's mode is used) or pick another policy"
+                )
+                raise ConfigError(msg)
+            data["ssr_mode"] = mode
+        return data
+
     @model_validator(mode="after")
     def _check_schedule(self) -> PruningConfig:
         if self.ssr_mode != "none" and self.ssr_layer is None:
@@ -97,21 +221,53 @@ class PruningConfig(BaseModel):
                 f"ssr_mode={self.ssr_mode!r} needs ssr_layer: set ssr_layer to a decoder layer "
                 f"index greater than ivr_layer={self.ivr_layer}, or set ssr_mode='none'"
             )
-            raise ValueError(msg)
+            raise ConfigError(msg)
         if self.ssr_layer is not None and self.ssr_layer <= self.ivr_layer:
             msg = (
                 f"ssr_layer={self.ssr_layer} must be greater than ivr_layer={self.ivr_layer}: "
                 "the SSR stage starts after the IVR prune"
             )
-            raise ValueError(msg)
+            raise ConfigError(msg)
         if self.ssr_mode == "prune" and self.ssr_keep > self.ivr_keep:
             msg = (
                 f"ssr_keep={self.ssr_keep} exceeds ivr_keep={self.ivr_keep}: both are fractions "
                 "of the original visual span, so SSR could not prune anything; use "
                 "ssr_keep <= ivr_keep"
             )
-            raise ValueError(msg)
+            raise ConfigError(msg)
         return self
+
+    @property
+    def attention_share(self) -> float:
+        """Deprecated: read ``ivr_policy_options['attention_share']`` (or the policy's default).
+
+        Kept so code written against the old top-level field keeps working.
+        """
+        warnings.warn(
+            "PruningConfig.attention_share is deprecated: the option belongs to the IVR "
+            "policy, read config.ivr_policy_options.get('attention_share')",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        if "attention_share" in self.ivr_policy_options:
+            return float(self.ivr_policy_options["attention_share"])
+        from halfv.plugins import get_components
+
+        field = (
+            get_components().ivr_policies.get(self.ivr_policy).model_fields.get("attention_share")
+        )
+        if field is None:
+            msg = f"IVR policy {self.ivr_policy!r} has no attention_share option"
+            raise ConfigError(msg)
+        return float(field.default)
+
+    @property
+    def ssr_policy_name(self) -> str:
+        """The SSR policy to resolve: ``ssr_policy``, else the built-in named after
+        ``ssr_mode`` (``'auto'`` resolves to ``'prune'`` until the detector decides)."""
+        if self.ssr_policy is not None:
+            return self.ssr_policy
+        return "prune" if self.ssr_mode == "auto" else self.ssr_mode
 
     @property
     def ssr_active(self) -> bool:
@@ -125,38 +281,93 @@ class PruningConfig(BaseModel):
                 f"ivr_layer={self.ivr_layer} is out of range for a model with {num_layers} decoder "
                 f"layers: use 1 <= ivr_layer < {num_layers}"
             )
-            raise ValueError(msg)
+            raise ConfigError(msg)
         if self.ssr_layer is not None and self.ssr_layer >= num_layers:
             msg = (
                 f"ssr_layer={self.ssr_layer} is out of range for a model with {num_layers} decoder "
                 f"layers: use ivr_layer < ssr_layer < {num_layers}"
             )
-            raise ValueError(msg)
+            raise ConfigError(msg)
 
 
 def load_config(path: str | Path) -> PruningConfig:
     """Read a :class:`PruningConfig` from a ``.json`` or ``.toml`` file.
 
+    Calibration reports that nest the config under ``"pruning"`` are accepted too.
+
     Raises:
-        FileNotFoundError: the file does not exist.
-        ValueError: the suffix is neither ``.json`` nor ``.toml``, or the content is invalid
-            (a :class:`pydantic.ValidationError`, which is a ``ValueError``).
+        ConfigFileNotFoundError: the path does not exist or is a directory.
+        ConfigError: the suffix is neither ``.json`` nor ``.toml``, the file does not parse,
+            or a field is invalid; the message names the file, the field, the bad value
+            and what is accepted.
+        ConfigTypeError: the file holds something other than a table/object of fields.
     """
     path = Path(path)
+    where = f"config file {str(path)!r}"
+    if path.is_dir():
+        msg = f"{where} is a directory: pass the .json or .toml file itself"
+        raise ConfigFileNotFoundError(msg)
     if not path.is_file():
-        msg = f"config file {str(path)!r} does not exist"
-        raise FileNotFoundError(msg)
-    text = path.read_text(encoding="utf-8")
-    if path.suffix == ".json":
-        data = json.loads(text)
-    elif path.suffix == ".toml":
-        data = tomllib.loads(text)
-    else:
-        msg = f"config file {str(path)!r} has suffix {path.suffix!r}: use .json or .toml"
-        raise ValueError(msg)
+        msg = f"{where} does not exist: pass the path of a .json or .toml file"
+        raise ConfigFileNotFoundError(msg)
+    if path.suffix not in {".json", ".toml"}:
+        msg = f"{where} has suffix {path.suffix!r}: use .json or .toml"
+        raise ConfigError(msg)
+    try:
+        text = path.read_text(encoding="utf-8")
+        data: Any = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except json.JSONDecodeError as exc:
+        msg = f"{where} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        raise ConfigError(msg) from exc
+    except tomllib.TOMLDecodeError as exc:
+        msg = f"{where} is not valid TOML: {exc}"
+        raise ConfigError(msg) from exc
+    except UnicodeDecodeError as exc:
+        msg = f"{where} is not UTF-8 text ({exc.reason} at byte {exc.start}): save it as UTF-8"
+        raise ConfigError(msg) from exc
     if isinstance(data, dict) and "pruning" in data and isinstance(data["pruning"], dict):
         data = data["pruning"]  # calibration reports nest the config under "pruning"
-    return PruningConfig.model_validate(data)
+    if not isinstance(data, dict):
+        msg = (
+            f"{where} holds a {type(data).__name__} ({data!r:.60}), not a table of "
+            'PruningConfig fields: write e.g. {"ivr_layer": 2, "ivr_keep": 0.25}'
+        )
+        raise ConfigTypeError(msg)
+    return _validate(data, where)
+
+
+def _validate(data: Mapping[str, Any], source: str) -> PruningConfig:
+    try:
+        return PruningConfig.model_validate(data)
+    except ValidationError as exc:
+        msg = f"{source}: {validation_message(exc)}"
+        raise ConfigError(msg) from exc
+
+
+def coerce_config(config: object) -> PruningConfig:
+    """A :class:`PruningConfig` from any form :func:`halfv.apply` accepts (not ``None``).
+
+    Args:
+        config: a :class:`PruningConfig`, a mapping of its fields, or a ``str``/``Path`` to
+            a ``.json`` or ``.toml`` file.
+
+    Raises:
+        ConfigTypeError: ``config`` is none of these.
+        ConfigError, ConfigFileNotFoundError: as :func:`load_config`; a mapping's errors
+            name the field, the value and what is accepted.
+    """
+    if isinstance(config, PruningConfig):
+        return config
+    if isinstance(config, str | Path):
+        return load_config(config)
+    if isinstance(config, Mapping):
+        bad = [k for k in config if not isinstance(k, str)]
+        if bad:
+            msg = f"config dict has non-string key {bad[0]!r}: field names are strings"
+            raise ConfigTypeError(msg)
+        return _validate(config, "config dict")
+    msg = f"config={config!r} ({type(config).__name__}) is not a pruning config: pass {_ACCEPTED}"
+    raise ConfigTypeError(msg)
 
 
 def save_config(config: PruningConfig, path: str | Path) -> Path:

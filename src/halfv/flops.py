@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from halfv.budget import kept_count
 from halfv.config import PruningConfig
+from halfv.errors import HalfvValueError
 from halfv.model_specs import ModelDims
 
 __all__ = [
@@ -40,16 +41,39 @@ Variant = Literal["field", "exact"]
 ResolvedSSRMode = Literal["prune", "freeze", "none"]
 _RESOLVED_MODES: dict[str, ResolvedSSRMode] = {"prune": "prune", "freeze": "freeze", "none": "none"}
 
-UNSCORED_IVR_POLICIES = frozenset({"random", "uniform", "diversity"})
-"""IVR policies that need no relevance pass; any other name is assumed to need one."""
-DIVERSITY_IVR_POLICIES = frozenset({"halfv", "diversity"})
-"""IVR policies that run farthest-point selection over the span's features."""
+
+@dataclass(frozen=True)
+class _PolicyCosts:
+    """What the schedule's policies cost, read from the policies themselves."""
+
+    ivr_scores: bool  # the IVR policy's needs_scores: a relevance pass before the IVR layer
+    ivr_features: bool  # its needs_features: a farthest-point selection over the span
+    anchor_share: float  # its attention_share option (0 without one): anchors skip the FPS
+    ssr_scores: bool  # the SSR policy's needs_scores: a relevance pass before the SSR layer
+
+
+def _policy_costs(config: PruningConfig, mode: ResolvedSSRMode) -> _PolicyCosts:
+    """Resolve the IVR and SSR policies by name through the plugin registry (with their
+    options, so a bad option fails here as it would in :func:`halfv.apply`)."""
+    from halfv.plugins import get_ivr_policy, get_ssr_policy
+
+    ivr = get_ivr_policy(config.ivr_policy, **config.ivr_policy_options)
+    same_policy = mode == config.ssr_mode
+    ssr_name = config.ssr_policy_name if same_policy else mode
+    ssr = get_ssr_policy(ssr_name, **(config.ssr_policy_options if same_policy else {}))
+    share = getattr(ivr, "attention_share", 0.0)
+    return _PolicyCosts(
+        ivr_scores=bool(ivr.needs_scores),
+        ivr_features=bool(ivr.needs_features),
+        anchor_share=float(share) if isinstance(share, int | float) else 0.0,
+        ssr_scores=bool(ssr.needs_scores),
+    )
 
 
 def _check_count(name: str, value: object, minimum: int = 0) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         msg = f"{name}={value!r} must be an int >= {minimum}"
-        raise ValueError(msg)
+        raise HalfvValueError(msg)
     return value
 
 
@@ -86,11 +110,11 @@ class LayerLoad:
                 f"kv_tokens={self.kv_tokens} must equal query_tokens={self.query_tokens} + "
                 f"frozen_visual={self.frozen_visual}: every key gets its K/V projection here"
             )
-            raise ValueError(msg)
+            raise HalfvValueError(msg)
         pairs, most = self.causal_pairs, self.query_tokens * self.kv_tokens
         if pairs is not None and _check_count("causal_pairs", pairs) > most:
             msg = f"causal_pairs={pairs} exceeds query_tokens * kv_tokens = {most}: pass <= {most}"
-            raise ValueError(msg)
+            raise HalfvValueError(msg)
 
     @property
     def attended_pairs(self) -> int:
@@ -145,7 +169,7 @@ def prefill_flops(dims: ModelDims, loads: Iterable[LayerLoad], variant: Variant)
     formulas = {"field": field_layer_flops, "exact": exact_layer_flops}
     if variant not in formulas:
         msg = f"variant={variant!r} is not a FLOPs variant: use 'field' or 'exact'"
-        raise ValueError(msg)
+        raise HalfvValueError(msg)
     return float(sum(formulas[variant](dims, load) for load in loads))
 
 
@@ -162,17 +186,17 @@ def _resolve_mode(config: PruningConfig, ssr_mode: str | None) -> ResolvedSSRMod
             "config.ssr_mode='auto' is decided at run time by the saturation detector: pass "
             "ssr_mode='prune', 'freeze' or 'none' explicitly (see `halfv profile`)"
         )
-        raise ValueError(msg)
+        raise HalfvValueError(msg)
     resolved = _RESOLVED_MODES.get(mode)
     if resolved is None:
         msg = f"ssr_mode={mode!r} is not one of 'prune', 'freeze', 'none'"
-        raise ValueError(msg)
+        raise HalfvValueError(msg)
     if mode != "none" and config.ssr_layer is None:
         msg = f"ssr_mode={mode!r} needs config.ssr_layer; set it or use ssr_mode='none'"
-        raise ValueError(msg)
+        raise HalfvValueError(msg)
     if mode == "prune" and config.ssr_keep > config.ivr_keep:
         msg = f"ssr_keep={config.ssr_keep} > ivr_keep={config.ivr_keep}: use ssr_keep <= ivr_keep"
-        raise ValueError(msg)
+        raise HalfvValueError(msg)
     return resolved
 
 
@@ -200,22 +224,21 @@ def schedule_loads(
     text = _check_count("text_tokens", text_tokens)
     if text + sum(spans) == 0:
         msg = "the prompt has no tokens: pass text_tokens >= 1 or at least one visual span"
-        raise ValueError(msg)
+        raise HalfvValueError(msg)
     config.check_depth(num_layers)
     mode = _resolve_mode(config, ssr_mode)
 
     ivr = [kept_count(n, config.ivr_keep) for n in spans]
     ssr = [kept_count(n, config.ssr_keep) for n in spans] if mode == "prune" else ivr
-    policy = config.ivr_policy
-    scored = policy not in UNSCORED_IVR_POLICIES
-    ivr_rel = sum(n for n, k in zip(spans, ivr, strict=True) if k < n) if scored else 0
+    costs = _policy_costs(config, mode)
+    cut = [(n, k) for n, k in zip(spans, ivr, strict=True) if k < n]
+    ivr_rel = sum(n for n, _ in cut) if costs.ivr_scores else 0
     ivr_sel = 0
-    if policy in DIVERSITY_IVR_POLICIES:
-        anchors = 0.0 if policy == "diversity" else config.attention_share
-        for n, k in zip(spans, ivr, strict=True):
-            if k < n and int(k * anchors) < k:
+    if costs.ivr_features:
+        for n, k in cut:
+            if int(k * costs.anchor_share) < k:
                 ivr_sel += n * k  # seeding + one row per farthest-point step: about N * K
-    ssr_rel = sum(k for k, k2 in zip(ivr, ssr, strict=True) if k2 < k)
+    ssr_rel = sum(k for k, k2 in zip(ivr, ssr, strict=True) if k2 < k) if costs.ssr_scores else 0
 
     full, after_ivr, after_ssr = text + sum(spans), text + sum(ivr), text + sum(ssr)
     end = config.ssr_layer if mode != "none" and config.ssr_layer else num_layers
@@ -377,18 +400,18 @@ def flops_from_token_counts(
             f"got {len(query_tokens)} query and {len(kv)} kv counts for {dims.name!r} with "
             f"{dims.num_layers} layers: pass one count per decoder layer"
         )
-        raise ValueError(msg)
+        raise HalfvValueError(msg)
     bad = [i for i, (q, k) in enumerate(zip(query_tokens, kv, strict=True)) if k < q]
     if bad:
         msg = (
             f"layer {bad[0]} has fewer kv tokens than query tokens: kv_tokens[i] >= query_tokens[i]"
         )
-        raise ValueError(msg)
+        raise HalfvValueError(msg)
     rel, sel = dict(relevance_keys or {}), dict(selection_pairs or {})
     for layer in (*rel, *sel):
         if not 0 <= layer < dims.num_layers:
             msg = f"layer {layer} is out of range: use 0 <= layer < {dims.num_layers}"
-            raise ValueError(msg)
+            raise HalfvValueError(msg)
     pruned = [
         LayerLoad(q, k, k - q, rel.get(i, 0), sel.get(i, 0))
         for i, (q, k) in enumerate(zip(query_tokens, kv, strict=True))

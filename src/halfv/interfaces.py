@@ -24,6 +24,8 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 
+from halfv.errors import HalfvTypeError, HalfvValueError
+
 if TYPE_CHECKING:
     from halfv.config import PruningConfig
 
@@ -87,17 +89,17 @@ class EntropyEstimator(BaseModel, ABC):
 def _check_selection_inputs(scores: Tensor, features: Tensor | None, keep: int) -> None:
     if scores.dim() != 2:
         msg = f"scores must have shape [B, N] or [N], got shape {tuple(scores.shape)}"
-        raise ValueError(msg)
+        raise HalfvValueError(msg)
     n = scores.shape[1]
     if features is not None and (features.dim() != 3 or features.shape[:2] != scores.shape):
         msg = (
             f"features must have shape [B, N, D] matching scores {tuple(scores.shape)}, "
             f"got {tuple(features.shape)}"
         )
-        raise ValueError(msg)
+        raise HalfvValueError(msg)
     if isinstance(keep, bool) or not isinstance(keep, int) or not 1 <= keep <= n:
         msg = f"keep={keep!r} must be an int in [1, N={n}]; use halfv.budget.kept_count(N, ratio)"
-        raise ValueError(msg)
+        raise HalfvValueError(msg)
 
 
 class _Selector(BaseModel, ABC):
@@ -129,7 +131,7 @@ class _Selector(BaseModel, ABC):
             features = features.unsqueeze(0) if features is not None else None
         if self.needs_features and features is None:
             msg = f"policy {self.name!r} needs features; pass a [B, N, D] tensor"
-            raise ValueError(msg)
+            raise HalfvValueError(msg)
         _check_selection_inputs(scores, features, keep)
         n = scores.shape[1]
         if keep == n:
@@ -269,7 +271,7 @@ class BackboneAdapter(ABC):
         layers = getattr(self.language_model(model), "layers", None)
         if not isinstance(layers, nn.ModuleList):
             msg = f"adapter {self.name!r}: the language model has no `layers` ModuleList"
-            raise TypeError(msg)
+            raise HalfvTypeError(msg)
         return list(layers)
 
     def final_norm(self, model: nn.Module) -> nn.Module:
@@ -277,7 +279,7 @@ class BackboneAdapter(ABC):
         norm = getattr(self.language_model(model), "norm", None)
         if not isinstance(norm, nn.Module):
             msg = f"adapter {self.name!r}: the language model has no final `norm`"
-            raise TypeError(msg)
+            raise HalfvTypeError(msg)
         return norm
 
     @abstractmethod

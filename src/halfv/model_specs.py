@@ -28,6 +28,7 @@ from halfv.adapters.backbones import (
     Qwen25VLAdapter,
 )
 from halfv.config import PruningConfig
+from halfv.errors import HalfvValueError
 
 __all__ = ["MODEL_SPECS", "ModelDims", "ModelSpec", "get_model_spec", "known_models"]
 
@@ -69,13 +70,13 @@ class ModelDims:
             value = getattr(self, field_name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 msg = f"ModelDims.{field_name}={value!r} must be a positive int"
-                raise ValueError(msg)
+                raise HalfvValueError(msg)
         if self.num_heads % self.num_kv_heads:
             msg = (
                 f"num_heads={self.num_heads} is not a multiple of num_kv_heads="
                 f"{self.num_kv_heads}: grouped-query attention needs num_heads % num_kv_heads == 0"
             )
-            raise ValueError(msg)
+            raise HalfvValueError(msg)
 
     @classmethod
     def from_config(cls, config: object, name: str | None = None) -> ModelDims:
@@ -105,7 +106,7 @@ class ModelDims:
                     "config (or a multimodal config whose text config has it), or build "
                     "ModelDims by hand"
                 )
-                raise ValueError(msg)
+                raise HalfvValueError(msg)
             return int(value)
 
         hidden = need("hidden_size")
@@ -207,5 +208,5 @@ def get_model_spec(name: str) -> ModelSpec:
     spec = MODEL_SPECS.get(name.strip().lower())
     if spec is None:
         msg = f"unknown model {name!r}; known: {', '.join(known_models())}"
-        raise ValueError(msg)
+        raise HalfvValueError(msg)
     return spec

@@ -20,8 +20,8 @@ from typing import Any, Self
 
 from torch import Tensor, nn
 
-from halfv.config import PruningConfig, load_config
-from halfv.errors import HalfvError
+from halfv.config import PruningConfig, coerce_config
+from halfv.errors import ConfigError, HalfvError
 from halfv.flops import FlopsReport, flops_from_token_counts
 from halfv.interfaces import (
     BackboneAdapter,
@@ -31,7 +31,7 @@ from halfv.interfaces import (
     SSRPolicy,
 )
 from halfv.model_specs import ModelDims
-from halfv.plugins import get_adapter_for, get_estimator, get_ivr_policy, get_ssr_policy
+from halfv.plugins import get_adapter_for, get_ivr_policy, get_ssr_policy
 from halfv.runtime import PruningRuntime, find_runtime
 from halfv.runtime.plan import PruneStats
 
@@ -50,25 +50,34 @@ class Pipeline:
     adapter: BackboneAdapter
     ivr_policy: IVRPolicy
     ssr_policy: SSRPolicy
-    estimator: EntropyEstimator
+    #: not used to prune (only ``halfv profile`` measures entropy, and it resolves
+    #: ``config.estimator`` itself); ``None`` unless given, see :meth:`from_config`
+    estimator: EntropyEstimator | None = None
 
     @classmethod
     def from_config(cls, config: PruningConfig, adapter: BackboneAdapter) -> Pipeline:
-        """Resolve the policy and estimator names of ``config``.
+        """Resolve the policy names of ``config`` through the plugin registry.
 
-        ``ssr_mode='auto'`` resolves to the ``prune`` policy here; :meth:`attach` replaces
-        it with the detector's choice.
+        The IVR policy gets ``config.ivr_policy_options`` and the SSR policy
+        ``config.ssr_policy_options``, each validated by the policy itself.
+        ``ssr_mode='auto'`` resolves to the ``prune`` policy here; :meth:`attach` replaces it
+        with the detector's choice. The entropy estimator is not resolved: pruning does not
+        use it (resolve it with ``halfv.get_estimator(config.estimator,
+        **config.estimator_options)``).
         """
-        options = dict(config.ivr_policy_options)
-        if config.ivr_policy == "halfv":
-            options.setdefault("attention_share", config.attention_share)
-        ssr_name = "prune" if config.ssr_mode == "auto" else config.ssr_mode
+        ssr_policy = get_ssr_policy(config.ssr_policy_name, **config.ssr_policy_options)
+        if config.ssr_mode not in (ssr_policy.mode, "auto"):
+            msg = (
+                f"SSR policy {config.ssr_policy_name!r} has mode {ssr_policy.mode!r} but the "
+                f"config says ssr_mode={config.ssr_mode!r}: set ssr_policy to a policy of that "
+                "mode, or drop ssr_mode"
+            )
+            raise ConfigError(msg)
         return cls(
             config=config,
             adapter=adapter,
-            ivr_policy=get_ivr_policy(config.ivr_policy, **options),
-            ssr_policy=get_ssr_policy(ssr_name),
-            estimator=get_estimator(config.estimator, **config.estimator_options),
+            ivr_policy=get_ivr_policy(config.ivr_policy, **config.ivr_policy_options),
+            ssr_policy=ssr_policy,
         )
 
     def attach(
@@ -98,7 +107,7 @@ class Pipeline:
                     "ssr_mode='auto' needs calibration_inputs (a list of processor outputs) for "
                     "the saturation detector; or set ssr_mode to 'prune' or 'freeze'"
                 )
-                raise ValueError(msg)
+                raise ConfigError(msg)
             report = self.adapter.saturation_detector.detect(
                 model, self.adapter, calibration_inputs
             )
@@ -178,7 +187,7 @@ class PruningHandle:
         relevance: dict[int, int] = {}
         if runtime.ivr_policy.needs_scores:
             relevance[cfg.ivr_layer - 1] = visual
-        if runtime.ssr_mode == "prune" and cfg.ssr_layer is not None:
+        if runtime.ssr_mode == "prune" and runtime.ssr_policy.needs_scores and cfg.ssr_layer:
             relevance[cfg.ssr_layer - 1] = stats.layers[cfg.ssr_layer - 1].visual[sample]
         kept = stats.layers[cfg.ivr_layer].visual[sample]
         selection = {cfg.ivr_layer: visual * kept} if runtime.ivr_policy.needs_features else {}
@@ -314,17 +323,13 @@ def apply(
 
     Raises:
         UnknownComponentError: no adapter for the model type (the message lists them).
-        ValueError: invalid config, or layers beyond the model's depth.
+        ConfigError: invalid config (names the file, the field, the value and the fix), or
+            layers beyond the model's depth; ``ConfigTypeError`` when ``config`` is not one
+            of the accepted types. Both are ``ValueError``s.
         UnsupportedModelError: an attention implementation other than sdpa/eager.
     """
+    parsed = None if config is None else coerce_config(config)  # config errors come first
     adapter = adapter or get_adapter_for(model)
-    if config is None:
-        resolved = adapter.default_config(model)
-    elif isinstance(config, PruningConfig):
-        resolved = config
-    elif isinstance(config, (str, Path)):
-        resolved = load_config(config)
-    else:
-        resolved = PruningConfig.model_validate(dict(config))
+    resolved = adapter.default_config(model) if parsed is None else parsed
     resolved.check_depth(adapter.num_layers(model))
     return Pipeline.from_config(resolved, adapter).attach(model, calibration_inputs)

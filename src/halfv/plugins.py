@@ -4,7 +4,8 @@
 :data:`DEFAULT_PLUGINS`, then each ``halfv`` entry point in a guarded loop, and calls each
 plugin's hooks separately with a ``register`` callback bound to that plugin. A failure in one
 plugin (import error, misspelt hook, exception in a hook, invalid or duplicate component) is
-recorded as a :class:`~halfv.registry.PluginFailure` against it; the others still load.
+recorded as a :class:`~halfv.registry.PluginFailure` against it; the others still load. Any
+``BaseException`` counts (``sys.exit()`` on import too), except ``KeyboardInterrupt``.
 
 Environment switches (read when the components are built): ``HALFV_DISABLE_PLUGINS=a,b``
 skips plugins (entry-point or built-in names); ``HALFV_LOAD_PLUGINS=a,b`` loads only these
@@ -28,7 +29,7 @@ import pluggy
 from pydantic import ValidationError
 
 from halfv import hookspecs
-from halfv.errors import UnsupportedModelError
+from halfv.errors import ComponentError, ConfigError, HalfvRuntimeError, UnsupportedModelError
 from halfv.interfaces import BackboneAdapter, EntropyEstimator, IVRPolicy, SSRPolicy
 from halfv.registry import (
     AdapterRegistry,
@@ -99,10 +100,30 @@ def _env_names(value: str | None) -> set[str] | None:
     return None if value is None else {normalise_name(n) for n in value.split(",") if n.strip()}
 
 
+def _reraise_interrupt(exc: BaseException) -> None:
+    """Re-raise Ctrl-C; any other exception, ``SystemExit`` included, is a plugin failure.
+
+    A plugin that calls ``sys.exit()`` on import or in a hook must not end the process
+    (or ``halfv plugins``): one broken plugin never stops the others.
+    """
+    if isinstance(exc, KeyboardInterrupt):
+        raise exc
+
+
+def _component_name(obj: object) -> str | None:
+    """Normalised ``obj.name`` for a failure record; ``None`` when reading it fails too."""
+    try:
+        raw = getattr(obj, "name", None)
+    except BaseException as exc:  # noqa: BLE001 -- the refused object's name may raise again
+        _reraise_interrupt(exc)
+        return None
+    return normalise_name(raw) if isinstance(raw, str) else None
+
+
 def _ssr_mode(cls: type[SSRPolicy]) -> None:
     if (mode := getattr(cls, "mode", None)) not in _SSR_MODES:
         msg = f"SSR policy {cls.name!r} has mode={mode!r}: set the class attribute to one of "
-        raise ValueError(msg + ", ".join(map(repr, _SSR_MODES)))
+        raise ComponentError(msg + ", ".join(map(repr, _SSR_MODES)))
 
 
 class Components:
@@ -181,7 +202,8 @@ class Components:
         version = halfv_version()
         try:
             module = importlib.import_module(module_name)
-        except Exception as exc:  # noqa: BLE001 -- any import error is this plugin's failure
+        except BaseException as exc:  # noqa: BLE001 -- any import error is this plugin's failure
+            _reraise_interrupt(exc)
             self._record(_Source(module_name, "halfv", version), exc, "import")
             return
         self.add_plugin(module, module_name, package="halfv", version=version)
@@ -207,7 +229,8 @@ class Components:
             src = _Source(ep.name, getattr(dist, "name", None), getattr(dist, "version", None))
             try:
                 plugin = ep.load()
-            except Exception as exc:  # noqa: BLE001 -- recorded, the other plugins still load
+            except BaseException as exc:  # noqa: BLE001 -- recorded, the others still load
+                _reraise_interrupt(exc)
                 self._record(src, exc, "import")
                 continue
             self.add_plugin(plugin, src.name, package=src.package, version=src.version)
@@ -231,7 +254,8 @@ class Components:
         src = _Source(name, package, version)
         try:
             self._register_with_pluggy(plugin, name)
-        except Exception as exc:  # noqa: BLE001 -- recorded against this plugin
+        except BaseException as exc:  # noqa: BLE001 -- recorded against this plugin
+            _reraise_interrupt(exc)
             self._record(src, exc, "register")
             return False
         for hook_name, kind in _HOOKS.items():
@@ -242,13 +266,13 @@ class Components:
         other = self.pm.get_plugin(name)
         if other is not None:
             msg = f"plugin name {name!r} is already taken by {other!r}; rename the entry point"
-            raise ValueError(msg)
+            raise ComponentError(msg)
         if self.pm.is_registered(plugin):
             msg = (
                 f"{plugin!r} is already registered as plugin {self.pm.get_name(plugin)!r}; "
                 f"remove the duplicate entry point {name!r}"
             )
-            raise ValueError(msg)
+            raise ComponentError(msg)
         self.pm.register(plugin, name=name)
         callers = self.pm.get_hookcallers(plugin) or []
         valid = ", ".join(_HOOKS)
@@ -278,15 +302,15 @@ class Components:
         def register(obj: object) -> None:
             try:
                 registry.register(obj, plugin=src.name, package=src.package, version=src.version)
-            except Exception as exc:  # noqa: BLE001 -- one bad component, not the plugin
-                raw = getattr(obj, "name", None)
-                component = normalise_name(raw) if isinstance(raw, str) else None
-                self._record(src, exc, "component", kind, component)
+            except BaseException as exc:  # noqa: BLE001 -- one bad component, not the plugin
+                _reraise_interrupt(exc)
+                self._record(src, exc, "component", kind, _component_name(obj))
 
         others = [p for p in self.pm.get_plugins() if p is not plugin]
         try:
             self.pm.subset_hook_caller(hook_name, remove_plugins=others)(register=register)
-        except Exception as exc:  # noqa: BLE001 -- attributed to this plugin and kind
+        except BaseException as exc:  # noqa: BLE001 -- attributed to this plugin and kind
+            _reraise_interrupt(exc)
             self._record(src, exc, "hook", kind)
 
     # ------------------------------------------------------------------ access
@@ -313,7 +337,7 @@ class Components:
                 f"invalid options for {registry.kind} {normalise_name(name)!r}: {exc}\n"
                 f"accepted options: {fields}"
             )
-            raise ValueError(msg) from exc
+            raise ConfigError(msg) from exc
 
 
 _lock = threading.RLock()  # re-entrant, so a plugin calling get_* while loading gets an error
@@ -329,7 +353,7 @@ def get_components() -> Components:
             if _building:
                 msg = "a plugin looked up a halfv component while plugins were loading; "
                 msg += "move that call from import or hook time into a function run later"
-                raise RuntimeError(msg)
+                raise HalfvRuntimeError(msg)
             _building = True
             try:
                 _components = Components()

@@ -21,7 +21,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from halfv.errors import DuplicateComponentError, PluginLoadError, UnknownComponentError
+from halfv.errors import (
+    ComponentError,
+    ComponentTypeError,
+    DuplicateComponentError,
+    PluginLoadError,
+    UnknownComponentError,
+)
 from halfv.interfaces import BackboneAdapter, SaturationDetector
 
 __all__ = [
@@ -140,7 +146,7 @@ class Registry(Generic[T]):
         name = getattr(obj, "name", None)
         if not isinstance(name, str) or not name.strip():
             msg = f"{self.kind} {obj!r} has no `name`: set a non-empty string `name` attribute"
-            raise TypeError(msg)
+            raise ComponentTypeError(msg)
         return name, obj  # type: ignore[return-value]  # refined by subclasses
 
     def register(
@@ -164,7 +170,7 @@ class Registry(Generic[T]):
         key = normalise_name(raw)
         if not key:
             msg = f"{self.kind} name {raw!r} is empty after normalisation; use a real name"
-            raise ValueError(msg)
+            raise ComponentError(msg)
         info = ComponentInfo(key, value, plugin, package, version, self.kind)
         existing = self._entries.get(key)
         if existing is not None:
@@ -278,18 +284,18 @@ class ClassRegistry(Registry[C]):
         if not isinstance(obj, type) or not issubclass(obj, self.base):
             hint = "; pass the class, not an instance" if isinstance(obj, self.base) else ""
             msg = f"{self.kind} must be a subclass of {base}, got {obj!r}{hint}"
-            raise TypeError(msg)
+            raise ComponentTypeError(msg)
         name = getattr(obj, "name", None)
         if not isinstance(name, str) or not name.strip():
             msg = (
                 f"{self.kind} class {obj.__qualname__} has no `name`: set a class attribute, "
                 f"e.g. name: ClassVar[str] = {obj.__name__.lower()!r}"
             )
-            raise TypeError(msg)
+            raise ComponentTypeError(msg)
         if inspect.isabstract(obj):
             missing = ", ".join(sorted(getattr(obj, "__abstractmethods__", ())))
             msg = f"{self.kind} {name!r} ({obj.__qualname__}) is abstract: implement {missing}"
-            raise TypeError(msg)
+            raise ComponentTypeError(msg)
         if self._check is not None:
             self._check(obj)  # type: ignore[arg-type]  # narrowed by issubclass above
         return name, obj  # type: ignore[return-value]  # narrowed by issubclass above
@@ -306,18 +312,18 @@ class AdapterRegistry(Registry[BackboneAdapter]):
         """Require a complete :class:`~halfv.BackboneAdapter` instance, with a detector."""
         if isinstance(obj, type) and issubclass(obj, BackboneAdapter):
             msg = f"adapter {obj.__qualname__} was registered as a class; pass an instance"
-            raise TypeError(msg)
+            raise ComponentTypeError(msg)
         if not isinstance(obj, BackboneAdapter):
             msg = f"adapter must be a halfv.BackboneAdapter instance, got {obj!r}"
-            raise TypeError(msg)
+            raise ComponentTypeError(msg)
         label = type(obj).__qualname__
         name = getattr(obj, "name", None)
         if not isinstance(name, str) or not name.strip():
             msg = f"adapter {label} has no `name`: set a non-empty lowercase class attribute"
-            raise TypeError(msg)
+            raise ComponentTypeError(msg)
         if name != name.lower():
             msg = f"adapter name {name!r} must be lowercase; use {name.lower()!r}"
-            raise ValueError(msg)
+            raise ComponentError(msg)
         model_types = getattr(obj, "model_types", None)
         if (
             not isinstance(model_types, tuple)
@@ -328,14 +334,14 @@ class AdapterRegistry(Registry[BackboneAdapter]):
                 f"adapter {name!r} has model_types={model_types!r}: set a non-empty tuple of "
                 "HF config.model_type strings, e.g. ('llava',)"
             )
-            raise ValueError(msg)
+            raise ComponentError(msg)
         follows = getattr(obj, "follows", None)
         if not isinstance(follows, str) or not follows.strip():
             msg = (
                 f"adapter {name!r} has no `follows`: name the transformers code it follows "
                 "and the versions tested, e.g. 'transformers modeling_llava.py @ 4.56'"
             )
-            raise ValueError(msg)
+            raise ComponentError(msg)
         detector = getattr(obj, "saturation_detector", None)
         if not isinstance(detector, SaturationDetector):
             what = "no saturation_detector" if detector is None else f"{detector!r} as detector"
@@ -343,7 +349,7 @@ class AdapterRegistry(Registry[BackboneAdapter]):
                 f"adapter {name!r} has {what}: set it to a SaturationDetector instance, "
                 "e.g. halfv.KLSaturationDetector()"
             )
-            raise TypeError(msg)
+            raise ComponentTypeError(msg)
         return name, obj
 
     def _check_extra(self, info: ComponentInfo[BackboneAdapter]) -> None:

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from halfv.errors import HalfvValueError
 from halfv.interfaces import BackboneAdapter, SaturationDetector, SaturationReport
 
 __all__ = ["KLSaturationDetector", "freeze_onset", "layer_redundancy_kl"]
@@ -45,7 +46,7 @@ def layer_redundancy_kl(
     """
     if not inputs:
         msg = "the KL probe needs at least one input (a processor output dict)"
-        raise ValueError(msg)
+        raise HalfvValueError(msg)
     layers = adapter.decoder_layers(model)
     visual_ids = list(adapter.visual_token_ids(model))
     totals = [0.0] * len(layers)
@@ -89,11 +90,11 @@ def freeze_onset(kl_per_layer: Sequence[float], threshold: float, first: int = 1
     """
     if not (threshold > 0 and math.isfinite(threshold)):
         msg = f"freeze-onset threshold={threshold!r} must be a positive finite number"
-        raise ValueError(msg)
+        raise HalfvValueError(msg)
     n = len(kl_per_layer)
     if n < 2:
         msg = f"the KL curve needs at least 2 layers, got {n}"
-        raise ValueError(msg)
+        raise HalfvValueError(msg)
     onset = None
     for layer in range(n - 2, max(first, 0) - 1, -1):
         if not kl_per_layer[layer] < threshold:
@@ -115,10 +116,10 @@ class KLSaturationDetector(SaturationDetector):
     def __init__(self, threshold: float = 1e-3, deep_start: float = 0.4) -> None:
         if not (threshold > 0 and math.isfinite(threshold)):
             msg = f"threshold={threshold!r} must be a positive finite number"
-            raise ValueError(msg)
+            raise HalfvValueError(msg)
         if not 0.0 <= deep_start < 1.0:
             msg = f"deep_start={deep_start!r} must be in [0, 1)"
-            raise ValueError(msg)
+            raise HalfvValueError(msg)
         self.threshold = threshold
         self.deep_start = deep_start
 
@@ -127,7 +128,7 @@ class KLSaturationDetector(SaturationDetector):
         n = len(kl_per_layer)
         if n < 2:
             msg = f"the KL curve needs at least 2 layers, got {n}"
-            raise ValueError(msg)
+            raise HalfvValueError(msg)
         first = min(math.ceil(self.deep_start * n), n - 2)
         window = list(kl_per_layer[first : n - 1])
         statistic = statistics.median(window)

@@ -26,6 +26,7 @@ import warnings
 import torch
 from torch import Tensor
 
+from halfv.errors import HalfvTypeError, HalfvValueError
 from halfv.fps_kernel import greedy_on_gram
 from halfv.strides import check_count as _check_count
 from halfv.strides import grid_seeds, random_indices, uniform_indices
@@ -51,7 +52,7 @@ _SEED_CHUNK = 1024
 def _check_scores(scores: Tensor) -> None:
     if scores.dim() != 2 or scores.shape[1] < 1:
         msg = f"scores must have shape [B, N] with N >= 1, got {tuple(scores.shape)}"
-        raise ValueError(msg)
+        raise HalfvValueError(msg)
 
 
 def _check_features(features: Tensor) -> None:
@@ -60,10 +61,10 @@ def _check_features(features: Tensor) -> None:
             f"features must have shape [B, N, D] with N, D >= 1, got {tuple(features.shape)}; "
             "add a batch axis with features.unsqueeze(0)"
         )
-        raise ValueError(msg)
+        raise HalfvValueError(msg)
     if not features.is_floating_point():
         msg = f"features must be a floating-point tensor, got dtype {features.dtype}"
-        raise TypeError(msg)
+        raise HalfvTypeError(msg)
 
 
 def anchor_count(keep: int, attention_share: float) -> int:
@@ -82,10 +83,10 @@ def anchor_count(keep: int, attention_share: float) -> int:
     """
     if isinstance(keep, bool) or not isinstance(keep, int) or keep < 0:
         msg = f"keep={keep!r} must be a non-negative int"
-        raise ValueError(msg)
+        raise HalfvValueError(msg)
     if not 0.0 <= attention_share <= 1.0:
         msg = f"attention_share={attention_share!r} must be in [0, 1]"
-        raise ValueError(msg)
+        raise HalfvValueError(msg)
     return min(keep, math.floor(keep * attention_share + _ROUNDING_SLACK))
 
 
@@ -290,7 +291,7 @@ def farthest_point_sampling(features: Tensor, k: int, seed_mask: Tensor | None =
                 f"seed_mask must be a bool tensor of shape {(b, n)}, got dtype "
                 f"{seed_mask.dtype} and shape {tuple(seed_mask.shape)}"
             )
-            raise ValueError(msg)
+            raise HalfvValueError(msg)
         counts = seed_mask.to(device=features.device).sum(dim=1)
         low, high = (int(v) for v in torch.stack(torch.aminmax(counts)).tolist())
         if low != high or high > k:
@@ -298,7 +299,7 @@ def farthest_point_sampling(features: Tensor, k: int, seed_mask: Tensor | None =
                 f"seed_mask must mark the same number of seeds in every row, at most k={k}; "
                 f"got between {low} and {high} seeds per row"
             )
-            raise ValueError(msg)
+            raise HalfvValueError(msg)
         if high > 0:
             # a stable descending sort of the mask lists each row's seeds in index order
             order = torch.sort(seed_mask.to(torch.uint8), dim=1, descending=True, stable=True)
@@ -347,7 +348,7 @@ def halfv_select(
         msg = (
             f"features {tuple(features.shape)} must have the [B, N] of scores {tuple(scores.shape)}"
         )
-        raise ValueError(msg)
+        raise HalfvValueError(msg)
     n = scores.shape[1]
     _check_count("keep", keep, 1, n, "use halfv.budget.kept_count(N, ratio)")
     n_anchors = anchor_count(keep, attention_share)

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from halfv.errors import HalfvValueError
+
 __all__ = ["VisualSpans", "find_visual_spans", "spans_from_mask"]
 
 
@@ -62,10 +64,10 @@ def find_visual_spans(
     """
     if input_ids.dim() != 2:
         msg = f"input_ids must have shape [batch, seq], got {tuple(input_ids.shape)}"
-        raise ValueError(msg)
+        raise HalfvValueError(msg)
     if not visual_token_ids:
         msg = "visual_token_ids is empty: the adapter must name at least one visual token id"
-        raise ValueError(msg)
+        raise HalfvValueError(msg)
     ids = torch.tensor(list(visual_token_ids), dtype=input_ids.dtype)
     mask = torch.isin(input_ids, ids.to(input_ids.device, non_blocking=True))
     return spans_from_mask(mask, keep_positions=keep_positions)
@@ -76,7 +78,7 @@ def spans_from_mask(mask: Tensor, *, keep_positions: Tensor | None = None) -> Vi
     if mask.dim() != 2 or mask.dtype != torch.bool:
         shape = tuple(mask.shape)
         msg = f"a visual mask must be a [batch, seq] bool tensor, got {mask.dtype} {shape}"
-        raise ValueError(msg)
+        raise HalfvValueError(msg)
     if keep_positions is not None:
         index = keep_positions.to(mask.device).clamp(min=0)[:, None]
         mask = mask & ~torch.zeros_like(mask).scatter_(1, index, True)

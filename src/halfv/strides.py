@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from halfv.errors import HalfvValueError
+
 __all__ = ["check_count", "grid_seeds", "random_indices", "uniform_indices"]
 
 
@@ -20,7 +22,7 @@ def check_count(name: str, value: int, low: int, high: int | None, fix: str) -> 
     if isinstance(value, bool) or not in_range:
         bounds = f"in [{low}, {high}]" if high is not None else f">= {low}"
         msg = f"{name}={value!r} must be an int {bounds}; {fix}"
-        raise ValueError(msg)
+        raise HalfvValueError(msg)
 
 
 def uniform_indices(n: int, keep: int, device: torch.device | str | None = None) -> Tensor:
@@ -74,7 +76,7 @@ def random_indices(
         msg = (
             f"generator must live on the CPU, got one on {generator.device}; use torch.Generator()"
         )
-        raise ValueError(msg)
+        raise HalfvValueError(msg)
     noise = torch.rand((batch, n), generator=generator)
     return noise.argsort(dim=-1, stable=True)[:, :keep].to(device)
 

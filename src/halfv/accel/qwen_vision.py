@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from halfv.errors import UnsupportedModelError
+from halfv.errors import HalfvValueError, UnsupportedModelError
 
 __all__ = [
     "BACKENDS",
@@ -157,7 +157,7 @@ class FastVisionHandle:
     def __init__(self, model: nn.Module, backend: str = "auto") -> None:
         if backend not in BACKENDS:
             msg = f"backend must be one of {BACKENDS}, not {backend!r}"
-            raise ValueError(msg)
+            raise HalfvValueError(msg)
         self.model = model
         self.backend = backend
         self.backends_used: set[str] = set()

@@ -24,7 +24,11 @@ class LlavaAdapter(LlamaStyleAdapter):
     follows: ClassVar[str] = f"transformers/models/llava/modeling_llava.py ({_TESTED})"
     reference_layers: ClassVar[int] = 32
     reference_schedule: ClassVar[PruningConfig] = PruningConfig(
-        ivr_layer=3, ivr_keep=0.5, attention_share=0.2, ssr_layer=15, ssr_mode="freeze"
+        ivr_layer=3,
+        ivr_keep=0.5,
+        ivr_policy_options={"attention_share": 0.2},
+        ssr_layer=15,
+        ssr_mode="freeze",
     )
 
 
@@ -36,7 +40,11 @@ class LlavaNextAdapter(LlamaStyleAdapter):
     follows: ClassVar[str] = f"transformers/models/llava_next/modeling_llava_next.py ({_TESTED})"
     reference_layers: ClassVar[int] = 32
     reference_schedule: ClassVar[PruningConfig] = PruningConfig(
-        ivr_layer=2, ivr_keep=0.5, attention_share=0.1, ssr_layer=16, ssr_mode="freeze"
+        ivr_layer=2,
+        ivr_keep=0.5,
+        ivr_policy_options={"attention_share": 0.1},
+        ssr_layer=16,
+        ssr_mode="freeze",
     )
 
 
@@ -55,7 +63,7 @@ class Qwen25VLAdapter(LlamaStyleAdapter):
     reference_schedule: ClassVar[PruningConfig] = PruningConfig(
         ivr_layer=2,
         ivr_keep=0.25,
-        attention_share=0.1,
+        ivr_policy_options={"attention_share": 0.1},
         ssr_layer=21,
         ssr_mode="prune",
         ssr_keep=0.05,
@@ -78,7 +86,7 @@ class InternVLAdapter(LlamaStyleAdapter):
     reference_schedule: ClassVar[PruningConfig] = PruningConfig(
         ivr_layer=2,
         ivr_keep=0.25,
-        attention_share=0.1,
+        ivr_policy_options={"attention_share": 0.1},
         ssr_layer=21,
         ssr_mode="prune",
         ssr_keep=0.05,

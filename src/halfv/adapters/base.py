@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 from torch import nn
 
 from halfv.config import PruningConfig
+from halfv.errors import HalfvTypeError, HalfvValueError
 from halfv.interfaces import AttentionParts, BackboneAdapter, SaturationDetector
 from halfv.saturation import KLSaturationDetector
 
@@ -34,13 +35,13 @@ def scale_schedule(
         return reference
     if num_layers < 2:
         msg = f"a model with {num_layers} decoder layer(s) cannot be pruned: need at least 2"
-        raise ValueError(msg)
+        raise HalfvValueError(msg)
     ratio = num_layers / reference_layers
     ivr = min(max(1, math.floor(reference.ivr_layer * ratio + 0.5)), num_layers - 1)
     update: dict[str, Any] = {"ivr_layer": ivr}
     if reference.ssr_layer is not None:
         if ivr + 1 > num_layers - 1:
-            update.update(ssr_layer=None, ssr_mode="none")
+            update.update(ssr_layer=None, ssr_mode="none", ssr_policy=None, ssr_policy_options={})
         else:
             ssr = math.floor(reference.ssr_layer * ratio + 0.5)
             update["ssr_layer"] = min(max(ssr, ivr + 1), num_layers - 1)
@@ -76,7 +77,7 @@ class LlamaStyleAdapter(BackboneAdapter):
             f"adapter {self.name!r} cannot find the text decoder of {type(model).__name__}: "
             "expected model.model.language_model.layers"
         )
-        raise TypeError(msg)
+        raise HalfvTypeError(msg)
 
     def visual_token_ids(self, model: nn.Module) -> tuple[int, ...]:
         """Ids named by :attr:`token_id_fields` on ``model.config`` (missing ones skipped)."""
@@ -89,7 +90,7 @@ class LlamaStyleAdapter(BackboneAdapter):
                 f"adapter {self.name!r}: {type(config).__name__} sets none of "
                 f"{', '.join(self.token_id_fields)}"
             )
-            raise TypeError(msg)
+            raise HalfvTypeError(msg)
         return ids
 
     def attention_parts(self, layer: nn.Module) -> AttentionParts:
@@ -120,7 +121,7 @@ class LlamaStyleAdapter(BackboneAdapter):
                 f"adapter {self.name!r}: {type(layer).__name__} is not a Llama-style decoder "
                 f"layer ({exc}); write an adapter that overrides attention_parts()"
             )
-            raise TypeError(msg) from exc
+            raise HalfvTypeError(msg) from exc
 
     def default_config(self, model: nn.Module) -> PruningConfig:
         """The reference schedule scaled to this model's depth."""

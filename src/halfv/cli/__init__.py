@@ -26,7 +26,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from halfv.errors import HalfvError
+from halfv.errors import HalfvError, HalfvTypeError, MissingDependencyError
 
 __all__ = ["SUBCOMMANDS", "build_parser", "main"]
 
@@ -70,13 +70,13 @@ def _load_subcommand(module_name: str) -> Any:
             f"CLI subcommand module {module_name!r} listed in halfv.cli.SUBCOMMANDS cannot be "
             f"imported ({exc}); fix the module or remove it from SUBCOMMANDS"
         )
-        raise ImportError(msg) from exc
+        raise MissingDependencyError(msg) from exc
     if not callable(getattr(module, "add_parser", None)):
         msg = (
             f"CLI subcommand module {module_name!r} has no add_parser(subparsers) function; "
             "define it to add the subcommand's parser"
         )
-        raise TypeError(msg)
+        raise HalfvTypeError(msg)
     return module
 
 
@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
         added = set(subparsers.choices) - before
         if not added:
             msg = f"CLI subcommand module {module_name!r}: add_parser() added no subcommand"
-            raise TypeError(msg)
+            raise HalfvTypeError(msg)
         for name in sorted(added):
             sub = subparsers.choices[name]
             if not callable(sub.get_default("func")):
@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
                     f"CLI subcommand {name!r} from {module_name!r} sets no func; call "
                     "parser.set_defaults(func=run) in add_parser()"
                 )
-                raise TypeError(msg)
+                raise HalfvTypeError(msg)
             # also accept `halfv COMMAND --debug`; SUPPRESS keeps the global value otherwise
             sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
     add_plugin_commands(subparsers)
@@ -158,7 +158,7 @@ def _check_runnable(subparsers: argparse._SubParsersAction[Any], names: list[str
     for command in names:
         if not callable(subparsers.choices[command].get_default("func")):
             msg = f"its command {command!r} sets no func: call parser.set_defaults(func=run)"
-            raise TypeError(msg)
+            raise HalfvTypeError(msg)
 
 
 def _drop_commands(subparsers: argparse._SubParsersAction[Any], names: set[str]) -> None:

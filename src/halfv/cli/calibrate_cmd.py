@@ -20,9 +20,10 @@ the file with ``halfv.apply(model, "halfv-config.json")``.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from halfv.errors import HalfvFileNotFoundError, HalfvValueError
 
 if TYPE_CHECKING:
     from argparse import _SubParsersAction
@@ -79,29 +80,16 @@ def add_parser(subparsers: _SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def load_base_config(path: str | Path) -> PruningConfig:
-    """Load a config file, with one-line errors naming each bad key or value.
+    """Load a config file; :func:`halfv.load_config` already gives one-line errors naming
+    the file and each bad key or value.
 
     Raises:
-        FileNotFoundError: no such file.
-        ValueError: unreadable, unknown keys, out-of-range values or a bad suffix.
+        ConfigFileNotFoundError: no such file (a ``FileNotFoundError``).
+        ConfigError: unreadable, unknown keys, out-of-range values or a bad suffix.
     """
-    from pydantic import ValidationError
-
     from halfv.config import load_config
-    from halfv.profile.report import validation_message
 
-    try:
-        return load_config(path)
-    except ValidationError as exc:
-        msg = f"config file {str(path)!r}: {validation_message(exc)}"
-        raise ValueError(msg) from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        msg = f"config file {str(path)!r} is not valid JSON ({exc}): fix or regenerate it"
-        raise ValueError(msg) from None
-    except ValueError as exc:  # tomllib.TOMLDecodeError, bad suffix
-        first = str(exc).splitlines()[0]
-        msg = first if str(path) in first else f"config file {str(path)!r}: {first}"
-        raise ValueError(msg) from None
+    return load_config(path)
 
 
 def _check_args(args: argparse.Namespace) -> Path:
@@ -109,20 +97,20 @@ def _check_args(args: argparse.Namespace) -> Path:
     out = Path(args.out)
     if out.suffix != ".json":
         msg = f"--out {str(out)!r}: calibrate writes JSON, so use a name ending in .json"
-        raise ValueError(msg)
+        raise HalfvValueError(msg)
     if not out.parent.is_dir():
         msg = f"--out {str(out)!r}: folder {str(out.parent)!r} does not exist; create it first"
-        raise FileNotFoundError(msg)
+        raise HalfvFileNotFoundError(msg)
     freeze_below = args.freeze_below
     if freeze_below is not None and not (0 < freeze_below < float("inf")):
         msg = f"--freeze-below {freeze_below}: use a positive KL value, e.g. 0.01"
-        raise ValueError(msg)
+        raise HalfvValueError(msg)
     if args.unsaturated is not None and freeze_below is None:
         msg = (
             f"--unsaturated {args.unsaturated}: it says what to do when no layer qualifies "
             "for --freeze-below, so pass --freeze-below KL too (e.g. 0.01)"
         )
-        raise ValueError(msg)
+        raise HalfvValueError(msg)
     return out
 
 

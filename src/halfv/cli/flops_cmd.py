@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from halfv.config import PruningConfig, load_config
+from halfv.errors import HalfvValueError
 from halfv.flops import FlopsReport, estimate
 from halfv.model_specs import ModelDims, get_model_spec, known_models
 
@@ -82,11 +83,11 @@ def parse_counts(text: str, option: str) -> list[int]:
         counts = [int(part) for part in text.split(",")]
     except ValueError:
         msg = f"{option} {text!r} is not a comma-separated list of token counts, e.g. 576,1024"
-        raise ValueError(msg) from None
+        raise HalfvValueError(msg) from None
     negative = [n for n in counts if n < 0]
     if negative:
         msg = f"{option} has a negative token count {negative[0]}: counts must be >= 0"
-        raise ValueError(msg)
+        raise HalfvValueError(msg)
     return counts
 
 
@@ -136,14 +137,14 @@ def _resolve(args: argparse.Namespace) -> tuple[ModelDims, PruningConfig, str]:
     """Model dimensions, schedule and a description of where the schedule came from."""
     if not args.model:
         msg = f"--model is required: one of {', '.join(known_models())}, or a checkpoint dir"
-        raise ValueError(msg)
+        raise HalfvValueError(msg)
     config = load_config(args.config) if args.config is not None else None
     path = Path(args.model)
     if args.model.strip().lower() not in known_models() and path.is_dir():
         if config is None:
             msg = f"--model {args.model!r} is a local checkpoint with no default schedule: pass "
             msg += "--config FILE"
-            raise ValueError(msg)
+            raise HalfvValueError(msg)
         from transformers import AutoConfig  # slow import, only needed here
 
         dims = ModelDims.from_config(AutoConfig.from_pretrained(path), name=path.name)
@@ -163,22 +164,22 @@ def run(args: argparse.Namespace) -> int:
     """
     if args.text_tokens < 0:
         msg = f"--text-tokens {args.text_tokens} is negative: pass a count >= 0"
-        raise ValueError(msg)
+        raise HalfvValueError(msg)
     if args.table is not None:
         if args.config is not None or args.visual_tokens is not None:
             msg = "--table compares shipped models under default schedules: drop --config "
             msg += "and --visual-tokens (list the counts in --table)"
-            raise ValueError(msg)
+            raise HalfvValueError(msg)
         counts = parse_counts(args.table, "--table")
         if 0 in counts:
             msg = "--table has a count of 0: every column needs at least one visual token"
-            raise ValueError(msg)
+            raise HalfvValueError(msg)
         models = [get_model_spec(args.model).name] if args.model else None
         print(speedup_table(counts, args.text_tokens, models), end="")
         return 0
     if args.visual_tokens is None:
         msg = "--visual-tokens is required (e.g. --visual-tokens 576), or use --table"
-        raise ValueError(msg)
+        raise HalfvValueError(msg)
     spans = parse_counts(args.visual_tokens, "--visual-tokens")
     dims, config, source = _resolve(args)
     visual: int | list[int] = spans[0] if len(spans) == 1 else spans

@@ -21,6 +21,8 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from halfv.errors import HalfvValueError
+
 if TYPE_CHECKING:
     from argparse import _SubParsersAction
 
@@ -90,10 +92,10 @@ def parse_options(text: str | None, option: str = "--estimator-options") -> dict
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         msg = f"{option} {text!r} is not JSON ({exc.msg}): pass an object, e.g. '{{\"k\": 4}}'"
-        raise ValueError(msg) from None
+        raise HalfvValueError(msg) from None
     if not isinstance(data, dict):
         msg = f"{option} {text!r} is not a JSON object: pass e.g. '{{\"k\": 4}}'"
-        raise ValueError(msg)  # noqa: TRY004 -- the CLI reports ValueError as a one-line error
+        raise HalfvValueError(msg)
     return data
 
 
@@ -118,7 +120,7 @@ def check_estimator(name: str, options: dict[str, Any]) -> None:
             f"--estimator-options for {name!r}: {validation_message(exc.__cause__)}; "
             "see `halfv plugins` for the estimator's options"
         )
-        raise ValueError(msg) from None
+        raise HalfvValueError(msg) from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -138,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
     # every user input is checked before a model is built
     if args.prompt is None and args.raw_prompt is None:
         msg = "a prompt is required: --prompt 'What is shown?' or --raw-prompt '<image> ...'"
-        raise ValueError(msg)
+        raise HalfvValueError(msg)
     prompt = Prompt.parse(args.raw_prompt or args.prompt, raw=args.raw_prompt is not None)
     paths = find_images(args.images, args.image_dir, args.limit)
     load_images(paths)  # fail on an unreadable file now, not after the model is built
@@ -148,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         msg = f"--out {str(out)!r} exists and is not a folder: pick a folder name"
-        raise ValueError(msg)
+        raise HalfvValueError(msg)
 
     console = Console(highlight=False)
     if args.trained:

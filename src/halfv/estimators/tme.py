@@ -26,6 +26,7 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
+from halfv.errors import HalfvTypeError, HalfvValueError
 from halfv.interfaces import EntropyEstimator, EntropyResult
 
 __all__ = ["DEGENERATE_TRACE", "PROBABILITY_FLOOR", "TMEEstimator"]
@@ -229,20 +230,20 @@ def _check_hidden(hidden: object) -> bool:
     """Validate ``hidden``; return whether it is a single ``[T, D]`` matrix."""
     if not isinstance(hidden, Tensor):
         msg = f"hidden must be a torch.Tensor of shape [T, D] or [B, T, D], got {type(hidden)!r}"
-        raise TypeError(msg)
+        raise HalfvTypeError(msg)
     if hidden.dim() not in (2, 3):
         msg = (
             f"hidden must have shape [T, D] or [B, T, D], got {hidden.dim()} dimensions "
             f"{tuple(hidden.shape)}; reshape it (e.g. hidden.reshape(-1, T, D))"
         )
-        raise ValueError(msg)
+        raise HalfvValueError(msg)
     if hidden.numel() == 0:
         msg = (
             f"hidden has an empty dimension, shape {tuple(hidden.shape)}; pass at least one "
             "matrix with at least one token and one feature"
         )
-        raise ValueError(msg)
+        raise HalfvValueError(msg)
     if not hidden.is_floating_point():
         msg = f"hidden must have a floating dtype, got {hidden.dtype}; cast it with hidden.float()"
-        raise ValueError(msg)
+        raise HalfvValueError(msg)
     return hidden.dim() == 2

@@ -28,6 +28,7 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
+from halfv.errors import HalfvValueError
 from halfv.interfaces import IVRPolicy
 from halfv.selection import (
     farthest_point_sampling,
@@ -49,7 +50,7 @@ __all__ = [
 def _features(policy: IVRPolicy, features: Tensor | None) -> Tensor:
     if features is None:  # select() already refuses this; kept for the type checker
         msg = f"policy {policy.name!r} needs features; pass a [B, N, D] tensor"
-        raise ValueError(msg)
+        raise HalfvValueError(msg)
     return features
 
 

@@ -27,6 +27,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import Tensor, nn
 
+from halfv.errors import HalfvRuntimeError, HalfvValueError
 from halfv.interfaces import BackboneAdapter, EntropyEstimator
 from halfv.saturation import layer_redundancy_kl
 
@@ -73,13 +74,13 @@ def _check_batch(inputs: Mapping[str, Any], index: int) -> Tensor:
     ids = inputs.get("input_ids")
     if not isinstance(ids, Tensor) or ids.dim() != 2:
         msg = f"input {index} has no input_ids tensor of shape [1, T]: pass processor outputs"
-        raise ValueError(msg)
+        raise HalfvValueError(msg)
     if ids.shape[0] != 1:
         msg = (
             f"input {index} has batch size {ids.shape[0]}: profiling runs one sample per "
             "forward (method doc §2); split the batch into single-sample dicts"
         )
-        raise ValueError(msg)
+        raise HalfvValueError(msg)
     return ids
 
 
@@ -129,7 +130,7 @@ def capture_slots(model: nn.Module, adapter: BackboneAdapter, inputs: Mapping[st
             f"decoder layer hooks did not fire for slots {missing}: adapter "
             f"{adapter.name!r} does not return the layers the model runs"
         )
-        raise RuntimeError(msg)
+        raise HalfvRuntimeError(msg)
     norm = adapter.final_norm(model)
     with torch.no_grad():
         normed = [norm(s)[0].float() for s in slots if s is not None]
@@ -219,7 +220,7 @@ def collect_curves(
     """
     if not inputs:
         msg = "no inputs to profile: pass at least one processor output dict"
-        raise ValueError(msg)
+        raise HalfvValueError(msg)
     visual_ids = torch.as_tensor(adapter.visual_token_ids(model))
     means = {group: _NanMean() for group in GROUPS}
     kl_sum: list[float] | None = None
@@ -237,7 +238,7 @@ def collect_curves(
                     f"input {index} has no visual tokens (ids {visual_ids.tolist()}): every "
                     "profiled prompt needs an image"
                 )
-                raise ValueError(msg)
+                raise HalfvValueError(msg)
             slots = capture_slots(model, adapter, batch)
             groups = slot_entropies(slots, visual.cpu(), valid.cpu(), estimator)
             for group, values in groups.items():

@@ -20,6 +20,8 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from halfv.errors import HalfvFileNotFoundError, HalfvValueError
+
 __all__ = ["IMAGE_SUFFIXES", "PLACEHOLDER", "Prompt", "find_images", "load_image", "load_images"]
 
 PLACEHOLDER = "<image>"
@@ -71,20 +73,20 @@ class Prompt:
         count = text.count(PLACEHOLDER)
         if not text.replace(PLACEHOLDER, "").strip():
             msg = f"{option} {text!r} has no text: ask something, e.g. {option} 'What is shown?'"
-            raise ValueError(msg)
+            raise HalfvValueError(msg)
         if count > 1:
             msg = (
                 f"{option} {text!r} has {count} {PLACEHOLDER} placeholders: each input has one "
                 f"image, so use one placeholder"
             )
-            raise ValueError(msg)
+            raise HalfvValueError(msg)
         if raw and count == 0:
             msg = (
                 f"{option} {text!r} has no {PLACEHOLDER} placeholder: add {PLACEHOLDER} where "
                 "the image goes, or pass the question with --prompt (the chat template then "
                 "places the image)"
             )
-            raise ValueError(msg)
+            raise HalfvValueError(msg)
         if count == 0:
             return cls("", text.strip(), raw, text)
         before, after = text.split(PLACEHOLDER)
@@ -106,12 +108,12 @@ def load_image(path: str | Path) -> Image.Image:
     path = Path(path)
     if not path.exists():
         msg = f"image file {str(path)!r} does not exist: check the path"
-        raise FileNotFoundError(msg)
+        raise HalfvFileNotFoundError(msg)
     if not path.is_file():
         msg = (
             f"image path {str(path)!r} is not a file: pass image files, or a folder as --image-dir"
         )
-        raise FileNotFoundError(msg)
+        raise HalfvFileNotFoundError(msg)
     try:
         with Image.open(path) as image:
             image.load()
@@ -121,7 +123,7 @@ def load_image(path: str | Path) -> Image.Image:
         msg = (
             f"image file {str(path)!r} cannot be read as an image ({reason}): replace or remove it"
         )
-        raise ValueError(msg) from exc
+        raise HalfvValueError(msg) from exc
 
 
 def find_images(
@@ -142,15 +144,15 @@ def find_images(
     """
     if limit is not None and limit < 1:
         msg = f"--limit {limit} must be >= 1 (the number of images to profile)"
-        raise ValueError(msg)
+        raise HalfvValueError(msg)
     if (images is None or len(images) == 0) == (image_dir is None):
         msg = "pass image files with --images PATH [PATH ...] or a folder with --image-dir DIR"
-        raise ValueError(msg)
+        raise HalfvValueError(msg)
     if image_dir is not None:
         folder = Path(image_dir)
         if not folder.is_dir():
             msg = f"--image-dir {str(folder)!r} is not a folder: check the path"
-            raise FileNotFoundError(msg)
+            raise HalfvFileNotFoundError(msg)
         paths = sorted(
             p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
         )
@@ -159,14 +161,14 @@ def find_images(
                 f"--image-dir {str(folder)!r} contains no image files (looked for "
                 f"{' '.join(IMAGE_SUFFIXES)}): add images or point at another folder"
             )
-            raise ValueError(msg)
+            raise HalfvValueError(msg)
     else:
         paths = [Path(p) for p in images or ()]
         for path in paths:
             if not path.is_file():
                 what = "is not a file" if path.exists() else "does not exist"
                 msg = f"image file {str(path)!r} {what}: check the path"
-                raise FileNotFoundError(msg)
+                raise HalfvFileNotFoundError(msg)
     return paths[:limit] if limit is not None else paths
 
 

@@ -44,6 +44,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from halfv.errors import HalfvRuntimeError, HalfvValueError
 from halfv.saturation import KLSaturationDetector
 
 __all__ = [
@@ -110,14 +111,14 @@ def _check_curve(curve: Sequence[float], name: str, length: int | None = None) -
     values = [float(v) for v in curve]
     if length is not None and len(values) != length:
         msg = f"{name} has {len(values)} values, expected {length}: pass one value per layer"
-        raise ValueError(msg)
+        raise HalfvValueError(msg)
     bad = next((i for i, v in enumerate(values) if not math.isfinite(v)), None)
     if bad is not None:
         msg = (
             f"{name} is not finite at index {bad} ({values[bad]}): the estimator failed on that "
             "layer (degenerate hidden states); check the inputs or pick another estimator"
         )
-        raise ValueError(msg)
+        raise HalfvValueError(msg)
     return values
 
 
@@ -170,7 +171,7 @@ def find_minimum(curve: Sequence[float], first: int, last: int, tolerance: float
     """
     if not 0 <= first <= last < len(curve):
         msg = f"minimum window {first}..{last} is empty or outside a curve of {len(curve)} values"
-        raise ValueError(msg)
+        raise HalfvValueError(msg)
     lowest = min(curve[first : last + 1])
     return next(i for i in range(first, last + 1) if curve[i] <= lowest + tolerance)
 
@@ -179,13 +180,13 @@ def check_thresholds(drop: float, tie: float, min_depth: float = DEFAULT_MIN_DEP
     """Reject a ``drop`` outside ``(0, 1)`` or a ``tie`` or ``min_depth`` outside ``[0, 1)``."""
     if not 0.0 <= min_depth < 1.0:
         msg = f"min_depth={min_depth!r} must be in [0, 1): a fraction of the curve's range"
-        raise ValueError(msg)
+        raise HalfvValueError(msg)
     if not 0.0 < drop < 1.0:
         msg = f"drop={drop!r} must be in (0, 1): a fraction of the descent depth"
-        raise ValueError(msg)
+        raise HalfvValueError(msg)
     if not 0.0 <= tie < 1.0:
         msg = f"tie={tie!r} must be in [0, 1): a fraction of the descent depth"
-        raise ValueError(msg)
+        raise HalfvValueError(msg)
 
 
 def detect_lifecycle(
@@ -222,7 +223,7 @@ def detect_lifecycle(
             f"the TME curve has {len(values)} slots ({num_layers} layer(s)): a lifecycle needs "
             "a model with at least 2 decoder layers (L + 1 >= 3 slots)"
         )
-        raise ValueError(msg)
+        raise HalfvValueError(msg)
     search = median3(values)[:num_layers]  # the layer inputs, slots 0..L-1
     depth = max_drawdown(search)
     spread = max(search) - min(search)
@@ -240,7 +241,7 @@ def detect_lifecycle(
     knee = find_knee(search, drop)
     if knee is None:  # pragma: no cover - the deepest slot always passes for drop < 1
         msg = f"no knee found although D = {depth} > 0: report this curve as a bug"
-        raise RuntimeError(msg)
+        raise HalfvRuntimeError(msg)
     ivr = knee  # 1 <= knee <= L - 1 by construction
     parts.append(
         f"descent depth D = {depth:.4g} (range {spread:.4g}); first slot more than {drop:g}*D "

@@ -21,11 +21,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from halfv.errors import HalfvFileNotFoundError, HalfvValueError, MissingDependencyError
+
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from rich.console import Console
 
-from halfv.config import PruningConfig
+from halfv.config import PruningConfig, validation_message
 from halfv.profile.lifecycle import Lifecycle
 
 __all__ = [
@@ -121,17 +123,17 @@ class ProfileReport(BaseModel):
         path = Path(path)
         if not path.is_file():
             msg = f"profile file {str(path)!r} does not exist: run `halfv profile` first"
-            raise FileNotFoundError(msg)
+            raise HalfvFileNotFoundError(msg)
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             msg = f"profile file {str(path)!r} is not JSON ({exc}): pass a profile.json"
-            raise ValueError(msg) from exc
+            raise HalfvValueError(msg) from exc
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
             msg = f"profile file {str(path)!r} is not a halfv profile: {validation_message(exc)}"
-            raise ValueError(msg) from exc
+            raise HalfvValueError(msg) from exc
 
     # ------------------------------------------------------------------ plot
     def plot(self, path: str | Path) -> Path:
@@ -148,7 +150,7 @@ class ProfileReport(BaseModel):
             import matplotlib as mpl
         except ModuleNotFoundError as exc:
             msg = "plotting needs matplotlib: pip install 'halfv[plot]'"
-            raise ModuleNotFoundError(msg) from exc
+            raise MissingDependencyError(msg) from exc
         mpl.use("Agg")
         from matplotlib import pyplot as plt
 
@@ -326,7 +328,7 @@ def suggested_config(
         config = PruningConfig.model_validate({**base.model_dump(), **update})
     except ValidationError as exc:
         msg = f"the suggested schedule is invalid: {validation_message(exc)}"
-        raise ValueError(msg) from exc
+        raise HalfvValueError(msg) from exc
     config.check_depth(report.num_layers)
     if freeze_below is not None:
         config = _freeze_from_onset(report, config, freeze_below, unsaturated)
@@ -343,7 +345,7 @@ def _freeze_from_onset(
 
     if report.kl is None:
         msg = "this profile has no KL curve: rerun halfv profile with --kl to place the freeze"
-        raise ValueError(msg)
+        raise HalfvValueError(msg)
     onset = freeze_onset(report.kl, threshold, first=config.ivr_layer + 1)
     if onset is None and unsaturated == "none":
         return PruningConfig.model_validate(
@@ -354,18 +356,6 @@ def _freeze_from_onset(
     return PruningConfig.model_validate(
         {**config.model_dump(), "ssr_layer": onset, "ssr_mode": "freeze"}
     )
-
-
-def validation_message(exc: ValidationError) -> str:
-    """One line for a pydantic error: ``field=value: problem`` per error, ``;``-joined."""
-    parts = []
-    for error in exc.errors():
-        where = ".".join(str(p) for p in error["loc"]) or "(top level)"
-        if error["type"] == "extra_forbidden":
-            parts.append(f"unknown key {where!r}")
-        else:
-            parts.append(f"{where}={error.get('input')!r}: {error['msg']}")
-    return "; ".join(parts)
 
 
 @contextmanager

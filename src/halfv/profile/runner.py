@@ -16,6 +16,7 @@ from typing import Any
 
 from rich.console import Console
 
+from halfv.errors import HalfvValueError
 from halfv.plugins import get_adapter_for, get_estimator, halfv_version
 from halfv.profile.collect import ProfileCurves, collect_curves
 from halfv.profile.inputs import Prompt, load_images
@@ -157,7 +158,7 @@ def write_outputs(report: ProfileReport, out_dir: str | Path) -> tuple[Path, Pat
     folder = Path(out_dir)
     if folder.exists() and not folder.is_dir():
         msg = f"--out {str(folder)!r} exists and is not a folder: pick a folder name"
-        raise ValueError(msg)
+        raise HalfvValueError(msg)
     created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     json_path, plot_path = folder / JSON_NAME, folder / PLOT_NAME

@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from halfv.errors import HalfvError
+from halfv.errors import HalfvError, HalfvTypeError, HalfvValueError
 from halfv.profile.inputs import Prompt
 
 __all__ = [
@@ -110,7 +110,7 @@ class ModelSource:
 def _check_family(family: str) -> None:
     if family not in FAMILIES:
         msg = f"unknown model family {family!r}: use one of {', '.join(FAMILIES)}"
-        raise ValueError(msg)
+        raise HalfvValueError(msg)
 
 
 def _pixels(image: Image.Image, size: int) -> Tensor:
@@ -193,7 +193,7 @@ def build_tiny(family: str = "llava", *, layers: int = 8, seed: int = 0) -> Mode
     _check_family(family)
     if layers < 2:
         msg = f"layers={layers} is too shallow: a pruned model needs at least 2 decoder layers"
-        raise ValueError(msg)
+        raise HalfvValueError(msg)
     text: dict[str, Any] = {**_TEXT, "num_hidden_layers": layers}
     torch.manual_seed(seed)
     import transformers
@@ -263,7 +263,7 @@ class ZooInputBuilder:
         for attr in ("tokenizer", "image_block", "image_token_id", "decode"):
             if not hasattr(processor, attr):
                 msg = f"the zoo processor {type(processor).__name__} has no {attr!r} attribute"
-                raise TypeError(msg)
+                raise HalfvTypeError(msg)
         self.processor = processor
 
     def _encode(self, text: str) -> list[int]:

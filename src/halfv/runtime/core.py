@@ -42,7 +42,7 @@ from torch.utils.hooks import RemovableHandle
 from halfv._compat import cache_from_kwargs
 from halfv.config import PruningConfig
 from halfv.devices import module_device
-from halfv.errors import UnsupportedModelError
+from halfv.errors import HalfvValueError, UnsupportedModelError
 from halfv.interfaces import AttentionParts, BackboneAdapter, IVRPolicy, SSRPolicy
 from halfv.runtime.caches import (
     check_cache,
@@ -301,7 +301,7 @@ class PruningRuntime:
                     f"the visual mask given to handle.visual_positions has shape {shape}, "
                     f"but inputs_embeds is {tuple(embeds.shape)}: pass a [batch, seq] mask"
                 )
-                raise ValueError(msg)
+                raise HalfvValueError(msg)
             query_pos = self._query_positions(shape, mask2d, supplied.device, call)
             return spans_from_mask(supplied.bool(), keep_positions=query_pos), mask2d, query_pos
         if embeds is not None and not self._warned_embeds:

@@ -56,7 +56,7 @@ class Qwen2VLAdapter(LlamaStyleAdapter):
     reference_schedule: ClassVar[halfv.PruningConfig] = halfv.PruningConfig(
         ivr_layer=2,
         ivr_keep=0.25,
-        attention_share=0.1,
+        ivr_policy_options={"attention_share": 0.1},
         ssr_layer=21,
         ssr_mode="prune",
         ssr_keep=0.05,

@@ -1,0 +1,18 @@
+"""The example adapter keeps halfv's adapter contract (halfv.testing, as a plugin author
+would check their own component); the built-in SSR policy it relies on keeps its contract."""
+
+from __future__ import annotations
+
+from halfv_example import Qwen2VLAdapter
+
+import halfv
+from halfv.testing import check_adapter, check_ssr_policy
+
+
+def test_adapter_contract() -> None:
+    check_adapter(Qwen2VLAdapter())
+
+
+def test_default_schedule_policies_keep_their_contract() -> None:
+    schedule = Qwen2VLAdapter.reference_schedule
+    check_ssr_policy(halfv.get_ssr_policy(schedule.ssr_policy_name), max_examples=20)
