@@ -95,7 +95,7 @@ def test_runtime_scores_equal_naive_last_token_attention(
     read from the scoring layer's own projections, or (when an attention module does not
     call them) recomputed from its input."""
     if not tapped:
-        monkeypatch.setattr(halfv.runtime.core, "_take_tapped", lambda call: None)
+        monkeypatch.setattr(halfv.runtime.core, "take_tapped", lambda call: None)
     tiny = BUILDERS[family](layers=4)
     model, inputs = tiny.model, tiny.prompt(samples)
     config = halfv.PruningConfig(ivr_layer=2, ivr_keep=0.5, ssr_mode="none")

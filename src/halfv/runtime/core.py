@@ -41,8 +41,7 @@ from torch.utils.hooks import RemovableHandle
 
 from halfv._compat import cache_from_kwargs
 from halfv.config import PruningConfig
-from halfv.devices import module_device
-from halfv.errors import HalfvValueError, UnsupportedModelError
+from halfv.errors import UnsupportedModelError
 from halfv.interfaces import AttentionParts, BackboneAdapter, IVRPolicy, SSRPolicy
 from halfv.runtime.caches import (
     check_cache,
@@ -50,21 +49,36 @@ from halfv.runtime.caches import (
     reset_static_layers,
     size_static_layer,
 )
-from halfv.runtime.distributed import check_tensor_parallel, head_group
+from halfv.runtime.decode import compiled_decode_layer, decode_layer
+from halfv.runtime.distributed import check_tensor_parallel
 from halfv.runtime.freeze import frozen_visual_forward
-from halfv.runtime.layout import StageLayout, gather_rows, next_layout, remap_decode_mask
-from halfv.runtime.plan import PrefillPlan, PruneStats, select_per_span
-from halfv.runtime.scoring import PendingScore
+from halfv.runtime.hooks import (
+    EntryEnter,
+    EntryExit,
+    FrozenForward,
+    LayerEnter,
+    OuterEnter,
+    OuterExit,
+    Tap,
+    find_runtime,
+)
+from halfv.runtime.plan import PrefillPlan, PruneStats
 from halfv.runtime.sdpa_backends import decode_backends_without_cudnn
 from halfv.runtime.stage_inputs import hidden_of, stage_kwargs, with_hidden
+from halfv.runtime.stages import (
+    gather_labels_in_place,
+    pending_score,
+    prefill_spans,
+    prune,
+    take_tapped,
+)
 from halfv.runtime.state import CallSlot, CallState, PlanStore
-from halfv.spans import VisualSpans, find_visual_spans, spans_from_mask
+from halfv.spans import VisualSpans
 
 __all__ = ["SUPPORTED_ATTENTION", "PruningRuntime", "find_runtime"]
 
 SUPPORTED_ATTENTION = ("sdpa", "eager")
 ResolvedSSR = Literal["prune", "freeze", "none"]
-_IGNORE_INDEX = -100
 
 
 class PruningRuntime:
@@ -158,31 +172,31 @@ class PruningRuntime:
         """Register every hook (handles call this once)."""
         if self.model is not self.entry:
             self._handles.append(
-                self.model.register_forward_pre_hook(_OuterEnter(self), with_kwargs=True)
+                self.model.register_forward_pre_hook(OuterEnter(self), with_kwargs=True)
             )
             self._handles.append(
                 self.model.register_forward_hook(
-                    _OuterExit(self), with_kwargs=True, always_call=True
+                    OuterExit(self), with_kwargs=True, always_call=True
                 )
             )
         self._handles.append(
-            self.entry.register_forward_pre_hook(_EntryEnter(self), with_kwargs=True)
+            self.entry.register_forward_pre_hook(EntryEnter(self), with_kwargs=True)
         )
         self._handles.append(
-            self.entry.register_forward_hook(_EntryExit(self), with_kwargs=True, always_call=True)
+            self.entry.register_forward_hook(EntryExit(self), with_kwargs=True, always_call=True)
         )
         for idx in self.scoring_layers:
             parts = self.parts[idx]
             for name, module in (("q", parts.q_proj), ("k", parts.k_proj)):
-                self._handles.append(module.register_forward_hook(_Tap(self, idx, name)))
+                self._handles.append(module.register_forward_hook(Tap(self, idx, name)))
         first = self.config.ivr_layer - 1  # the IVR scoring layer: nothing happens before it
         for idx, layer in enumerate(self.layers):
             if idx >= first:
-                hook = _LayerEnter(self, idx)
+                hook = LayerEnter(self, idx)
                 self._handles.append(layer.register_forward_pre_hook(hook, with_kwargs=True))
             if self.ssr_mode == "freeze" and idx >= (self.config.ssr_layer or 0):
                 previous = layer.__dict__.get("forward")  # e.g. an accelerate device hook
-                layer.forward = _FrozenForward(self, idx, layer.forward)
+                layer.forward = FrozenForward(self, idx, layer.forward)
                 self._overrides.append((layer, previous))
 
     def remove(self) -> None:
@@ -286,25 +300,10 @@ class PruningRuntime:
     def _find_spans(
         self, call: CallState, input_ids: Any, supplied: Tensor | None, kwargs: dict[str, Any]
     ) -> tuple[VisualSpans, Tensor | None, Tensor] | None:
-        """The visual spans of a prefill (from ``input_ids`` or a supplied mask), its 2-D
-        attention mask and query positions; ``None`` when the rows cannot be told apart."""
-        mask2d = _mask_2d(kwargs)
-        if isinstance(input_ids, Tensor) and input_ids.dim() == 2:
-            query_pos = self._query_positions(input_ids.shape, mask2d, input_ids.device, call)
-            spans = find_visual_spans(input_ids, self.visual_ids, keep_positions=query_pos)
-            return spans, mask2d, query_pos
-        embeds = kwargs.get("inputs_embeds")
-        if supplied is not None:
-            shape = tuple(supplied.shape)
-            if isinstance(embeds, Tensor) and tuple(embeds.shape[:2]) != shape:
-                msg = (
-                    f"the visual mask given to handle.visual_positions has shape {shape}, "
-                    f"but inputs_embeds is {tuple(embeds.shape)}: pass a [batch, seq] mask"
-                )
-                raise HalfvValueError(msg)
-            query_pos = self._query_positions(shape, mask2d, supplied.device, call)
-            return spans_from_mask(supplied.bool(), keep_positions=query_pos), mask2d, query_pos
-        if embeds is not None and not self._warned_embeds:
+        """The prefill's spans, 2-D mask and query positions (:func:`prefill_spans`), with
+        one warning per runtime when ``inputs_embeds`` hide the visual rows."""
+        found = prefill_spans(self.visual_ids, call.logits_to_keep, input_ids, supplied, kwargs)
+        if found is None and kwargs.get("inputs_embeds") is not None and not self._warned_embeds:
             self._warned_embeds = True
             warnings.warn(
                 "halfv: this call passes inputs_embeds without input_ids, so halfv cannot "
@@ -313,26 +312,7 @@ class PruningRuntime:
                 "`with handle.visual_positions(mask): model(inputs_embeds=...)`",
                 stacklevel=5,
             )
-        return None
-
-    def _query_positions(
-        self,
-        shape: tuple[int, ...],
-        mask2d: Tensor | None,
-        device: torch.device,
-        call: CallState,
-    ) -> Tensor:
-        """``[B]`` query position of each sample: its last real token, or the first
-        position whose logits the caller reads, whichever is earlier."""
-        b, t = int(shape[0]), int(shape[1])
-        if mask2d is None:
-            last = torch.full((b,), t - 1, device=device, dtype=torch.long)
-        else:
-            positions = torch.arange(t, device=device).expand(b, t)
-            last = torch.where(mask2d.to(device).bool(), positions, -1).amax(dim=1)
-        if call.logits_to_keep is not None and call.logits_to_keep < t:
-            last = last.clamp(max=t - call.logits_to_keep)
-        return last
+        return found
 
     def _start_decode(self, call: CallState, plan: PrefillPlan, cache: Any, kwargs: Any) -> None:
         call.mode, call.plan, call.cache = "decode", plan, cache
@@ -371,7 +351,7 @@ class PruningRuntime:
         for layout in plan.layouts.values():
             _ = layout.valid_cols, layout.dummy_cols  # built now, not inside a traced step
         if call.labels is not None:
-            _gather_labels_in_place(call.labels, plan)
+            gather_labels_in_place(call.labels, plan)
         self._slot.last_plan = plan
         with self._stats_lock:
             self._last_plan = plan
@@ -386,7 +366,7 @@ class PruningRuntime:
         if call is None or call.plan is None:
             return None
         if call.mode == "decode":
-            return self._decode_layer(idx, call, call.plan, args, kwargs)
+            return decode_layer(idx, call, call.plan, args, kwargs)
         if call.mode == "prefill":
             return self._prefill_layer(idx, call, call.plan, args, kwargs)
         return None
@@ -407,12 +387,16 @@ class PruningRuntime:
             call.static_cache = is_static_cache(call.cache)
         hidden = hidden_of(args, kwargs)
         if call.pending is not None:  # the scoring layer ran: its projections are tapped
-            plan.scores = call.pending.scores(_take_tapped(call))
+            plan.scores = call.pending.scores(take_tapped(call))
             call.pending = None
         if idx == cfg.ivr_layer:
-            hidden = self._transition(idx, plan, hidden, self.ivr_policy, stage="ivr")
+            hidden = prune(
+                plan, idx, hidden, self.ivr_policy, stage="ivr", final_norm=self.final_norm
+            )
         if self.ssr_mode == "prune" and idx == cfg.ssr_layer:
-            hidden = self._transition(idx, plan, hidden, self.ssr_policy, stage="ssr")
+            hidden = prune(
+                plan, idx, hidden, self.ssr_policy, stage="ssr", final_norm=self.final_norm
+            )
         stage = max((s for s in plan.layouts if 0 < s <= idx), default=0)
         if stage:
             kwargs = stage_kwargs(stage, plan, kwargs)
@@ -420,7 +404,15 @@ class PruningRuntime:
             if removed > 0 and call.static_cache:
                 size_static_layer(call.cache, self.cache_index[idx], removed)
         if idx in self.scoring_layers:
-            call.pending = self._pending_score(idx, plan, hidden, kwargs)
+            call.pending = pending_score(
+                plan,
+                idx,
+                hidden,
+                kwargs,
+                self.parts[idx],
+                rope=self.scoring_layers[idx],
+                scale=self.config.relevance_scaling,
+            )
             call.armed, call.tapped = idx, {}
         return with_hidden(hidden, args, kwargs)
 
@@ -438,71 +430,11 @@ class PruningRuntime:
         if call is not None and call.armed == idx and isinstance(output, Tensor):
             call.tapped[name] = output.detach()
 
-    def _decode_layer(
-        self,
-        idx: int,
-        call: CallState,
-        plan: PrefillPlan,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
-        """Hand a pruned layer its stage's decode mask; O(1) Python, no tensor work on a hit.
-
-        The mask of a stage is remapped on the first layer of the stage that sees a given
-        mask object in this step; every later layer of the stage reuses it.
-        """
-        stage = plan.stage_of[idx]
-        if not stage:
-            return None
-        mask = kwargs.get("attention_mask")
-        key = (stage, id(mask))
-        masks = call.decode_masks
-        if key not in masks:
-            call.seen_masks.append(mask)  # its id stays unique while the step runs
-            masks[key] = self._decode_mask(stage, call, plan, mask, hidden_of(args, kwargs))
-        remapped = masks[key]
-        if remapped is None and mask is None:
-            return None  # SDPA without padding or dummies: nothing to change
-        kwargs["attention_mask"] = remapped
-        return args, kwargs
-
     def compiled_decode_layer(
         self, idx: int, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
-        """The decode path inside ``torch.compile`` (transformers compiles decode steps
-        only): no per-thread state, no memo, no host reads; the plan comes from the cache
-        the layer is given, and repeated remaps of one mask are merged by the compiler."""
-        plan = self._plans.get(cache_from_kwargs(kwargs))
-        if plan is None or not plan.stage_of or not plan.stage_of[idx]:
-            return None
-        mask = kwargs.get("attention_mask")
-        layout = plan.layouts[plan.stage_of[idx]]
-        if not isinstance(mask, Tensor):
-            if not layout.has_dummies:
-                return None
-            msg = (
-                "halfv: a compiled decode step of a ragged batch needs the attention mask "
-                "transformers builds for static caches; use cache_implementation='static'"
-            )
-            raise UnsupportedModelError(msg)
-        hidden = hidden_of(args, kwargs)
-        kwargs["attention_mask"] = remap_decode_mask(
-            mask, layout, plan.prompt_len, hidden.shape[1], 0
-        )
-        return args, kwargs
-
-    @staticmethod
-    def _decode_mask(
-        stage: int, call: CallState, plan: PrefillPlan, mask: Any, hidden: Tensor
-    ) -> Tensor | None:
-        device = mask.device if isinstance(mask, Tensor) else hidden.device
-        return remap_decode_mask(
-            mask,
-            plan.layout_on(stage, device),
-            plan.prompt_len,
-            hidden.shape[1],
-            int(call.cache.get_seq_length()) if mask is None else 0,
-        )
+        """A layer's decode step inside ``torch.compile`` (:mod:`halfv.runtime.decode`)."""
+        return compiled_decode_layer(self._plans, idx, args, kwargs)
 
     def frozen_forward(
         self, idx: int, original: Callable[..., Any], args: tuple[Any, ...], kwargs: Any
@@ -533,78 +465,6 @@ class PruningRuntime:
             memo=call.plan.stage_kwargs,
         )
 
-    # ------------------------------------------------------------------ scoring
-    @torch.no_grad()
-    def _pending_score(
-        self, idx: int, plan: PrefillPlan, hidden: Tensor, kwargs: dict[str, Any]
-    ) -> PendingScore:
-        layout = plan.current_layout(idx)
-        rows, segment = plan.visual_rows(layout)
-        rotary = None
-        if self.scoring_layers[idx]:  # the SSR pass scores with RoPE
-            b, s = hidden.shape[:2]
-            cos, sin = kwargs["position_embeddings"]
-            rotary = (
-                cos.expand(b, -1, -1).reshape(b * s, -1),
-                sin.expand(b, -1, -1).reshape(b * s, -1),
-            )
-        return PendingScore(
-            hidden=hidden.detach(),
-            query_rows=plan.query_rows(layout),
-            visual_rows=rows,
-            segment=segment,
-            num_segments=len(plan.budgets),
-            parts=self.parts[idx],
-            rotary=rotary,
-            scale=self.config.relevance_scaling,
-            head_group=head_group(self.parts[idx], idx),  # tensor parallelism: sum heads
-        )
-
-    @torch.no_grad()
-    def _select(
-        self,
-        idx: int,
-        plan: PrefillPlan,
-        hidden: Tensor,
-        policy: IVRPolicy | SSRPolicy,
-        stage: Literal["ivr", "ssr"],
-    ) -> StageLayout:
-        """Choose the survivors of a pruning layer; returns the new stage's layout."""
-        layout = plan.current_layout(idx - 1)
-        rows = layout.visual_rows
-        b, s, d = hidden.shape
-        features = None
-        if policy.needs_features:
-            flat = hidden.detach().reshape(b * s, d)[rows.to(hidden.device)]
-            norm_device = module_device(self.final_norm, flat.device)
-            features = self.final_norm(flat.to(norm_device))
-        sizes = [g.length if stage == "ivr" else g.ivr_keep for g in plan.budgets]
-        keeps = [g.ivr_keep if stage == "ivr" else g.ssr_keep for g in plan.budgets]
-        chosen = select_per_span(policy, plan.scores, features, sizes, keeps, device=rows.device)
-        t = plan.prompt_len
-        orig_rows = (rows // s) * t + layout.orig_pos.reshape(-1)[rows]
-        visual = plan.spans.mask
-        selected = torch.zeros(b * t, dtype=torch.bool, device=visual.device)
-        selected.index_fill_(0, orig_rows.to(visual.device)[chosen.to(visual.device)], True)
-        alive = ~visual | selected.view(b, t)
-        counts, kept = plan.alive_counts(stage)  # host-known: no device sync
-        new_layout = next_layout(layout, alive, visual, counts=counts, visual_counts=kept)
-        plan.layouts[idx] = new_layout
-        plan.scores = None
-        return new_layout
-
-    def _transition(
-        self,
-        idx: int,
-        plan: PrefillPlan,
-        hidden: Tensor,
-        policy: IVRPolicy | SSRPolicy,
-        stage: Literal["ivr", "ssr"],
-    ) -> Tensor:
-        """Prune at layer ``idx``: select, then gather the hidden states of the survivors."""
-        layout = self._select(idx, plan, hidden, policy, stage)
-        return gather_rows(hidden, layout.prev_index.to(hidden.device))
-
     # ------------------------------------------------------------------ stats
     @property
     def last_plan(self) -> PrefillPlan | None:
@@ -627,110 +487,3 @@ class PruningRuntime:
     def last_stats(self) -> PruneStats | None:
         """Token counts of :attr:`last_plan`."""
         return self.stats_of(self.last_plan)
-
-
-def find_runtime(model: nn.Module) -> PruningRuntime | None:
-    """The runtime whose hooks are installed on ``model`` (or on its copy), if any."""
-    for module in model.modules():
-        for hook in module._forward_pre_hooks.values():
-            if isinstance(hook, _EntryEnter) and hook.runtime.model is model:
-                return hook.runtime
-    return None
-
-
-# ---------------------------------------------------------------------- hooks
-# Small callables holding the runtime: deep copies and pickles rebind them to the copy.
-
-
-def _mask_2d(kwargs: dict[str, Any]) -> Tensor | None:
-    mask = kwargs.get("attention_mask")
-    return mask if isinstance(mask, Tensor) and mask.dim() == 2 else None
-
-
-def _take_tapped(call: CallState) -> tuple[Tensor, Tensor] | None:
-    q, k = call.tapped.get("q"), call.tapped.get("k")
-    call.armed, call.tapped = None, {}
-    if q is None or k is None or q.dim() != 3 or k.dim() != 3:
-        return None
-    return q, k
-
-
-def _gather_labels_in_place(labels: Tensor, plan: PrefillPlan) -> None:
-    """Gather ``labels`` ``[B, T]`` to the last stage's slots (dummies ignored), in place:
-    the model's loss, computed after its decoder returns, reads the same tensor object."""
-    last = plan.layouts[max(plan.layouts)]
-    index = last.orig_pos.to(labels.device)
-    gathered = labels.gather(1, index)
-    gathered = gathered.masked_fill(~last.valid.to(labels.device), _IGNORE_INDEX)
-    with torch.no_grad():
-        labels.set_(gathered.contiguous())  # type: ignore[call-overload]  # Tensor overload
-
-
-class _Hook:
-    def __init__(self, runtime: PruningRuntime) -> None:
-        self.runtime = runtime
-
-
-# Inside torch.compile (a compiled decode step) the call hooks do nothing and the layer
-# hooks take the traceable path: see PruningRuntime.compiled_decode_layer.
-
-
-class _OuterEnter(_Hook):
-    def __call__(self, _module: nn.Module, _args: Any, kwargs: dict[str, Any]) -> None:
-        if not torch.compiler.is_compiling():
-            self.runtime.open_outer(kwargs)
-
-
-class _OuterExit(_Hook):
-    def __call__(self, _module: nn.Module, _args: Any, _kwargs: Any, _output: Any) -> None:
-        if not torch.compiler.is_compiling():
-            self.runtime.close_outer()
-
-
-class _EntryEnter(_Hook):
-    def __call__(self, _module: nn.Module, args: Any, kwargs: dict[str, Any]) -> None:
-        if not torch.compiler.is_compiling():
-            self.runtime.open_entry(args, kwargs)
-
-
-class _EntryExit(_Hook):
-    def __call__(self, _module: nn.Module, _args: Any, _kwargs: Any, _output: Any) -> None:
-        if not torch.compiler.is_compiling():
-            self.runtime.close_entry()
-
-
-class _LayerEnter(_Hook):
-    def __init__(self, runtime: PruningRuntime, idx: int) -> None:
-        super().__init__(runtime)
-        self.idx = idx
-
-    def __call__(
-        self, _module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
-        if torch.compiler.is_compiling():
-            return self.runtime.compiled_decode_layer(self.idx, args, kwargs)
-        return self.runtime.layer_enter(self.idx, args, kwargs)
-
-
-class _Tap(_Hook):
-    def __init__(self, runtime: PruningRuntime, idx: int, name: str) -> None:
-        super().__init__(runtime)
-        self.idx, self.name = idx, name
-
-    def __call__(self, _module: nn.Module, _inputs: Any, output: Any) -> None:
-        if not torch.compiler.is_compiling():
-            self.runtime.tap(self.idx, self.name, output)
-
-
-class _FrozenForward(_Hook):
-    """A frozen layer's instance ``forward``: the frozen path inside a pruned prefill,
-    the layer's previous ``forward`` everywhere else."""
-
-    def __init__(self, runtime: PruningRuntime, idx: int, original: Callable[..., Any]) -> None:
-        super().__init__(runtime)
-        self.idx, self.original = idx, original
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if torch.compiler.is_compiling():  # a decode step: frozen layers run as they are
-            return self.original(*args, **kwargs)
-        return self.runtime.frozen_forward(self.idx, self.original, args, kwargs)
