@@ -65,6 +65,8 @@ def _install() -> None:
                 inner.remove()
                 if type(sub).__name__ in _attached:
                     _attached.remove(type(sub).__name__)
+        if halfv.handle_of(self) is not None:
+            return result  # post_init called again on a built model (resize tests)
         halfv.apply(self, _config_for(self))
         _attached.append(type(self).__name__)
         return result
