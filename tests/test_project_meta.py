@@ -81,7 +81,9 @@ def test_demo_command_uses_the_console_script_and_the_labs_demo_extra(
 
 
 def test_readme_test_command_collects_the_labs_tests(pyproject: dict[str, Any]) -> None:
-    assert pyproject["tool"]["pytest"]["ini_options"]["testpaths"] == ["tests", "lab/tests"]
+    # the library's tests, the lab's, and the example plugin's contract tests (halfv.testing)
+    testpaths = pyproject["tool"]["pytest"]["ini_options"]["testpaths"]
+    assert testpaths == ["tests", "lab/tests", "plugins/halfv-example/tests"]
 
 
 # ----------------------------------------------------------------------------- .ci/run

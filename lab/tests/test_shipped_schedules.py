@@ -30,4 +30,6 @@ def test_shipped_zoo_schedules_are_reproduced_by_calibrate(family: str, tmp_path
     assert config == calibrated_schedule(family)
     expected = {"llava": ("none", None), "internvl": ("freeze", 24), "qwen2_5_vl": ("freeze", 27)}
     assert (config.ssr_mode, config.ssr_layer) == expected[family]
-    assert config.ivr_policy_options == {"grid_share": ZOO_GRID_SHARE}
+    # the policy's own options: the grid seeds, and the attention share moved there
+    assert config.ivr_policy_options["grid_share"] == ZOO_GRID_SHARE
+    assert set(config.ivr_policy_options) == {"grid_share", "attention_share"}
