@@ -11,7 +11,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import halfv
-import halfv.runtime.core
+import halfv.runtime.calls
 from halfv.runtime.sdpa_backends import decode_backends_without_cudnn
 from tiny import build_qwen
 
@@ -86,7 +86,7 @@ def test_runtime_wraps_each_pruned_decode_step(
     monkeypatch: pytest.MonkeyPatch, keep: float, switch_on: bool, expect_steps: bool
 ) -> None:
     recorder = _Recorder()
-    monkeypatch.setattr(halfv.runtime.core, "decode_backends_without_cudnn", recorder)
+    monkeypatch.setattr(halfv.runtime.calls, "decode_backends_without_cudnn", recorder)
     tiny = build_qwen(layers=4)
     inputs = tiny.prompt([[5, "img", 7]])
     config = halfv.PruningConfig(ivr_layer=1, ivr_keep=keep, ssr_layer=None)

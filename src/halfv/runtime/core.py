@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import copy
 import threading
-import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -41,14 +40,13 @@ from torch.utils.hooks import RemovableHandle
 
 from halfv._compat import cache_from_kwargs
 from halfv.config import PruningConfig
-from halfv.errors import UnsupportedModelError
 from halfv.interfaces import AttentionParts, BackboneAdapter, IVRPolicy, SSRPolicy
 from halfv.runtime.caches import (
     check_cache,
     is_static_cache,
-    reset_static_layers,
     size_static_layer,
 )
+from halfv.runtime.calls import SUPPORTED_ATTENTION, CallLifecycle
 from halfv.runtime.decode import compiled_decode_layer, decode_layer
 from halfv.runtime.distributed import check_tensor_parallel
 from halfv.runtime.freeze import frozen_visual_forward
@@ -63,25 +61,20 @@ from halfv.runtime.hooks import (
     find_runtime,
 )
 from halfv.runtime.plan import PrefillPlan, PruneStats
-from halfv.runtime.sdpa_backends import decode_backends_without_cudnn
 from halfv.runtime.stage_inputs import hidden_of, stage_kwargs, with_hidden
 from halfv.runtime.stages import (
-    gather_labels_in_place,
     pending_score,
-    prefill_spans,
     prune,
     take_tapped,
 )
 from halfv.runtime.state import CallSlot, CallState, PlanStore
-from halfv.spans import VisualSpans
 
 __all__ = ["SUPPORTED_ATTENTION", "PruningRuntime", "find_runtime"]
 
-SUPPORTED_ATTENTION = ("sdpa", "eager")
 ResolvedSSR = Literal["prune", "freeze", "none"]
 
 
-class PruningRuntime:
+class PruningRuntime(CallLifecycle):
     """Installs and removes the hooks that execute one pruning schedule."""
 
     def __init__(
@@ -156,18 +149,6 @@ class PruningRuntime:
         self._fresh_state()
 
     # ------------------------------------------------------------------ install
-    def check_attention(self) -> None:
-        """Refuse attention implementations whose masks halfv cannot rewrite."""
-        lm_config = getattr(self.adapter.language_model(self.model), "config", None)
-        impl = getattr(lm_config, "_attn_implementation", None) or "eager"
-        if impl not in SUPPORTED_ATTENTION:
-            msg = (
-                f"attention implementation {impl!r} is not supported by halfv (it needs 4-D "
-                f"masks); supported: {', '.join(SUPPORTED_ATTENTION)}. Call "
-                "model.set_attn_implementation('sdpa') first"
-            )
-            raise UnsupportedModelError(msg)
-
     def install(self) -> None:
         """Register every hook (handles call this once)."""
         if self.model is not self.entry:
@@ -216,147 +197,6 @@ class PruningRuntime:
     def installed(self) -> bool:
         """Whether the hooks are in place."""
         return bool(self._handles)
-
-    # ------------------------------------------------------------------ call state
-    @property
-    def call(self) -> CallState | None:
-        """The open call of the current thread."""
-        return self._slot.call
-
-    def supply_visual_mask(self, mask: Tensor | None) -> None:
-        """A visual mask for this thread's next ``inputs_embeds`` call."""
-        self._slot.visual_mask = mask
-
-    def open_outer(self, kwargs: dict[str, Any]) -> None:
-        if self._slot.call is not None:
-            return  # re-entered (a wrapper calling forward twice): the first call owns it
-        call = CallState(opened_by="outer")
-        self._slot.call = call
-        if not self.enabled:
-            return
-        keep = kwargs.get("logits_to_keep")
-        call.logits_to_keep = keep if isinstance(keep, int) and keep > 0 else None
-        call.record_outputs = self._wants_attentions(kwargs)
-        labels = kwargs.get("labels")
-        if isinstance(labels, Tensor) and labels.dim() == 2:
-            # A private copy the model's loss reads; gathered in place to the kept rows
-            # when the prefill prunes (halfv.runtime.core.PruningRuntime.close_entry).
-            call.labels = labels.clone()
-            kwargs["labels"] = call.labels
-
-    def _wants_attentions(self, kwargs: dict[str, Any]) -> bool:
-        """Whether this call returns attention weights: the call's argument, else the
-        model's config (or its text config) default."""
-        asked = kwargs.get("output_attentions")
-        if asked is not None:
-            return bool(asked)
-        config = getattr(self.model, "config", None)
-        text = getattr(config, "text_config", None)
-        return any(bool(getattr(c, "output_attentions", False)) for c in (config, text))
-
-    def close_outer(self) -> None:
-        call = self._slot.call
-        if call is not None and call.opened_by == "outer":
-            self._slot.call = None
-
-    def open_entry(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        call = self._slot.call
-        if call is None:
-            call = CallState(opened_by="entry")
-            self._slot.call = call
-        if not self.enabled:
-            return
-        call.record_outputs = call.record_outputs or self._wants_attentions(kwargs)
-        input_ids = kwargs.get("input_ids", args[0] if args else None)
-        supplied, self._slot.visual_mask = self._slot.visual_mask, None
-        cache = cache_from_kwargs(kwargs)
-        cached = cache.get_seq_length() if cache is not None else 0
-        if cached > 0:
-            plan = self._plans.get(cache)
-            if plan is not None:
-                self._start_decode(call, plan, cache, kwargs)
-            return
-        if cache is not None:
-            self._plans.forget(cache)
-            if is_static_cache(cache):
-                reset_static_layers(cache)
-        found = self._find_spans(call, input_ids, supplied, kwargs)
-        if found is None:
-            return
-        spans, mask2d, query_pos = found
-        if not spans.any:
-            return  # text-only prompts pass through untouched
-        self.check_attention()
-        call.mode = "prefill"
-        call.cache = cache
-        ssr_keep = self.config.ssr_keep if self.ssr_mode == "prune" else 1.0
-        call.plan = PrefillPlan.build(
-            spans, mask2d, self.config.ivr_keep, ssr_keep, query_pos=query_pos
-        )
-        if call.plan.would_shorten:
-            check_cache(cache)
-        call.static_cache = is_static_cache(cache)
-
-    def _find_spans(
-        self, call: CallState, input_ids: Any, supplied: Tensor | None, kwargs: dict[str, Any]
-    ) -> tuple[VisualSpans, Tensor | None, Tensor] | None:
-        """The prefill's spans, 2-D mask and query positions (:func:`prefill_spans`), with
-        one warning per runtime when ``inputs_embeds`` hide the visual rows."""
-        found = prefill_spans(self.visual_ids, call.logits_to_keep, input_ids, supplied, kwargs)
-        if found is None and kwargs.get("inputs_embeds") is not None and not self._warned_embeds:
-            self._warned_embeds = True
-            warnings.warn(
-                "halfv: this call passes inputs_embeds without input_ids, so halfv cannot "
-                "see which rows are visual and does not prune it. Pass input_ids (with "
-                "pixel_values), or give the visual rows with "
-                "`with handle.visual_positions(mask): model(inputs_embeds=...)`",
-                stacklevel=5,
-            )
-        return found
-
-    def _start_decode(self, call: CallState, plan: PrefillPlan, cache: Any, kwargs: Any) -> None:
-        call.mode, call.plan, call.cache = "decode", plan, cache
-        if self.decode_without_cudnn and plan.shortens_cache:
-            ids = kwargs.get("input_ids")
-            device = ids.device if isinstance(ids, Tensor) else None
-            if device is not None:
-                call.backends = decode_backends_without_cudnn(device)
-                if call.backends is not None:
-                    call.backends.__enter__()
-
-    def close_entry(self) -> None:
-        call = self._slot.call
-        if call is None:
-            return
-        if call.opened_by == "entry":
-            self._slot.call = None
-        if call.backends is not None:
-            call.backends.__exit__(None, None, None)
-            call.backends = None
-        call.armed, call.tapped, call.pending = None, {}, None
-        plan = call.plan
-        if plan is None:
-            return
-        if call.mode == "decode":
-            plan.decode_steps += 1
-            return
-        if call.mode != "prefill":
-            return
-        call.mode = "pass"  # the outer module's own work (LM head, loss) is not a prefill
-        plan.stage_kwargs.clear()
-        plan.scores = None
-        if self.config.ivr_layer not in plan.layouts:  # the prune never happened
-            return
-        plan.stage_of = plan.stage_table(len(self.layers))
-        for layout in plan.layouts.values():
-            _ = layout.valid_cols, layout.dummy_cols  # built now, not inside a traced step
-        if call.labels is not None:
-            gather_labels_in_place(call.labels, plan)
-        self._slot.last_plan = plan
-        with self._stats_lock:
-            self._last_plan = plan
-        if call.cache is not None:
-            self._plans.put(call.cache, plan)
 
     # ------------------------------------------------------------------ layers
     def layer_enter(
