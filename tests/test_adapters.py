@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import halfv
-from halfv.budget import kept_count
+from halfv.ops.budget import kept_count
 from halfv.policies import UniformPolicy
 from tiny import BUILDERS, StrideSSR, Tiny
 

@@ -23,7 +23,7 @@ from halfv.flops import schedule_loads
 from halfv.hookspecs import hookimpl
 from halfv.interfaces import IVRPolicy, SSRPolicy
 from halfv.model_specs import ModelDims
-from halfv.selection import uniform_indices
+from halfv.ops.selection import uniform_indices
 from test_pipeline import ADAPTER, MODELS, _batch, _ids
 
 TINY_DIMS = ModelDims("tiny", 32, 64, 4, 4, 2, 8, 64)

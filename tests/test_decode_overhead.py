@@ -27,7 +27,7 @@ import torch
 
 import halfv
 from benchmark_scripts import load_script
-from halfv.host_ops import HOST_OPS, OpCounter
+from halfv.ops.host_ops import HOST_OPS, OpCounter
 from halfv.policies import UniformPolicy
 from tiny import BUILDERS, StrideSSR, Tiny
 

@@ -16,7 +16,6 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from transformers import LlamaConfig, Qwen2_5_VLConfig
 
-from halfv.budget import kept_count
 from halfv.cli import flops_cmd
 from halfv.config import PruningConfig
 from halfv.flops import (
@@ -30,6 +29,7 @@ from halfv.flops import (
     schedule_loads,
 )
 from halfv.model_specs import MODEL_SPECS, ModelDims, get_model_spec, known_models
+from halfv.ops.budget import kept_count
 
 ROOT = Path(__file__).resolve().parents[1]
 

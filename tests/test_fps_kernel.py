@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from halfv.fps_kernel import (
+from halfv.ops.fps_kernel import (
     greedy_on_gram,
     greedy_on_gram_torch,
     greedy_on_gram_triton,

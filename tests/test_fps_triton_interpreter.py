@@ -20,7 +20,7 @@ import pytest
 CHECK = textwrap.dedent(
     """
     import torch
-    from halfv.fps_kernel import greedy_on_gram_torch, greedy_on_gram_triton
+    from halfv.ops.fps_kernel import greedy_on_gram_torch, greedy_on_gram_triton
 
     checked = 0
     for case in range(40):

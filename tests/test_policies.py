@@ -14,6 +14,7 @@ from torch import Tensor
 import halfv.hookspecs
 import halfv.policies
 from halfv.interfaces import IVRPolicy, SSRPolicy
+from halfv.ops.selection import uniform_indices
 from halfv.policies import (
     BUILTIN_IVR_POLICIES,
     BUILTIN_SSR_POLICIES,
@@ -28,7 +29,6 @@ from halfv.policies import (
     register_ivr_policies,
     register_ssr_policies,
 )
-from halfv.selection import uniform_indices
 from strategies import selection_inputs
 from test_selection import ref_fps, ref_topk
 

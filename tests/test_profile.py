@@ -16,9 +16,9 @@ from rich.console import Console
 
 import halfv
 from halfv import cli
-from halfv.budget import kept_count
 from halfv.config import PruningConfig, load_config
 from halfv.estimators.tme import TMEEstimator
+from halfv.ops.budget import kept_count
 from halfv.plugins import get_adapter_for
 from halfv.profile import (
     ModelSource,

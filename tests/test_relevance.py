@@ -11,7 +11,7 @@ import torch
 import halfv
 import halfv.runtime.core
 from halfv.interfaces import IVRPolicy
-from halfv.relevance import _logits
+from halfv.ops.relevance import _logits
 from tiny import BUILDERS
 
 

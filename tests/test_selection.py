@@ -1,4 +1,4 @@
-"""Tests of halfv.selection against slow pure-Python/numpy references."""
+"""Tests of halfv.ops.selection against slow pure-Python/numpy references."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import Tensor
 
-import halfv.selection
-from halfv.selection import (
+import halfv.ops.selection
+from halfv.ops.selection import (
     anchor_count,
     farthest_point_sampling,
     grid_seeds,
@@ -189,7 +189,7 @@ def test_fps_seed_distances_are_chunked_correctly(monkeypatch: pytest.MonkeyPatc
     mask[0, ::5] = True
     mask[1, 1::5] = True
     expected = farthest_point_sampling(features, 20, mask)
-    monkeypatch.setattr(halfv.selection, "_SEED_CHUNK", 3)
+    monkeypatch.setattr(halfv.ops.selection, "_SEED_CHUNK", 3)
     assert torch.equal(farthest_point_sampling(features, 20, mask), expected)
     for b in range(2):
         seeds = mask[b].nonzero().flatten().tolist()

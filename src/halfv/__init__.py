@@ -11,7 +11,6 @@ Quick start::
 from __future__ import annotations
 
 from halfv._version import __version__
-from halfv.budget import kept_count
 from halfv.config import PruningConfig, load_config, save_config
 from halfv.errors import (
     ConfigError,
@@ -32,6 +31,7 @@ from halfv.interfaces import (
     SaturationReport,
     SSRPolicy,
 )
+from halfv.ops.budget import kept_count
 from halfv.pipeline import Pipeline, PruningHandle, apply, handle_of
 from halfv.plugins import (
     get_adapter,

@@ -20,10 +20,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from halfv.budget import kept_count
 from halfv.config import PruningConfig
 from halfv.errors import HalfvValueError
 from halfv.model_specs import ModelDims
+from halfv.ops.budget import kept_count
 
 __all__ = [
     "FlopsReport",

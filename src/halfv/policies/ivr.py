@@ -30,7 +30,7 @@ from torch import Tensor
 
 from halfv.errors import HalfvValueError
 from halfv.interfaces import IVRPolicy
-from halfv.selection import (
+from halfv.ops.selection import (
     farthest_point_sampling,
     halfv_select,
     random_indices,
@@ -57,14 +57,14 @@ def _features(policy: IVRPolicy, features: Tensor | None) -> Tensor:
 class HalfVPolicy(IVRPolicy):
     """HalfV's unified pruner: relevance anchors, then farthest-point coverage.
 
-    ``floor(keep * attention_share)`` tokens (see :func:`halfv.selection.anchor_count`) are
+    ``floor(keep * attention_share)`` tokens (see :func:`halfv.ops.selection.anchor_count`) are
     the most relevant ones; the rest of the budget is filled greedily with the token
     farthest, in cosine distance, from everything chosen so far (method §4B). With
     ``attention_share = 0`` this is :class:`DiversityPolicy`; with 1 it is
     :class:`AttentionPolicy`.
 
     ``grid_share`` (halfv's addition, default 0) seeds the coverage step with an even stride
-    of ``floor(keep * grid_share)`` tokens as well (:func:`halfv.selection.grid_seeds`), so
+    of ``floor(keep * grid_share)`` tokens as well (:func:`halfv.ops.selection.grid_seeds`), so
     farthest-point sampling adds only what the stride missed instead of over-sampling rare
     content (``docs/policies.md``, "Grid seeds").
 
@@ -102,7 +102,7 @@ class HalfVPolicy(IVRPolicy):
 class AttentionPolicy(IVRPolicy):
     """FastV-style selection: the ``keep`` most relevant tokens.
 
-    Ties in relevance go to the lower index (:func:`halfv.selection.topk_indices`).
+    Ties in relevance go to the lower index (:func:`halfv.ops.selection.topk_indices`).
     """
 
     name: ClassVar[str] = "attention"
@@ -116,7 +116,7 @@ class AttentionPolicy(IVRPolicy):
 class DiversityPolicy(IVRPolicy):
     """DivPrune-style selection: greedy max-min cosine coverage from an empty seed.
 
-    :func:`halfv.selection.farthest_point_sampling` without seeds: every distance starts at
+    :func:`halfv.ops.selection.farthest_point_sampling` without seeds: every distance starts at
     2.0, so the first pick is index 0, then the farthest token from the chosen set each step.
     """
 
@@ -157,7 +157,7 @@ class UniformPolicy(IVRPolicy):
     """Spatial-stride baseline: ``keep`` evenly spaced tokens of the flattened span.
 
     Index ``i`` is ``floor((2i + 1) * N / (2 * keep))``, the centre of the ``i``-th of ``keep``
-    equal slices (:func:`halfv.selection.uniform_indices`).
+    equal slices (:func:`halfv.ops.selection.uniform_indices`).
     """
 
     name: ClassVar[str] = "uniform"

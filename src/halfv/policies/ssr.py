@@ -16,7 +16,7 @@ from typing import ClassVar, Literal
 from torch import Tensor
 
 from halfv.interfaces import SSRPolicy
-from halfv.selection import topk_indices
+from halfv.ops.selection import topk_indices
 
 __all__ = ["Freeze", "NoSSR", "TopKPrune"]
 
@@ -24,7 +24,7 @@ __all__ = ["Freeze", "NoSSR", "TopKPrune"]
 class TopKPrune(SSRPolicy):
     """Keep the ``keep`` most relevant visual tokens (attention only, no diversity step).
 
-    Ties in relevance go to the lower index (:func:`halfv.selection.topk_indices`).
+    Ties in relevance go to the lower index (:func:`halfv.ops.selection.topk_indices`).
     """
 
     name: ClassVar[str] = "prune"

@@ -44,6 +44,7 @@ from halfv.config import PruningConfig
 from halfv.devices import module_device
 from halfv.errors import HalfvValueError, UnsupportedModelError
 from halfv.interfaces import AttentionParts, BackboneAdapter, IVRPolicy, SSRPolicy
+from halfv.ops.spans import VisualSpans, find_visual_spans, spans_from_mask
 from halfv.runtime.caches import (
     check_cache,
     is_static_cache,
@@ -58,7 +59,6 @@ from halfv.runtime.scoring import PendingScore
 from halfv.runtime.sdpa_backends import decode_backends_without_cudnn
 from halfv.runtime.stage_inputs import hidden_of, stage_kwargs, with_hidden
 from halfv.runtime.state import CallSlot, CallState, PlanStore
-from halfv.spans import VisualSpans, find_visual_spans, spans_from_mask
 
 __all__ = ["SUPPORTED_ATTENTION", "PruningRuntime", "find_runtime"]
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from torch import Tensor
 
 from halfv.interfaces import AttentionParts
-from halfv.relevance import last_token_relevance, relevance_from_projections
+from halfv.ops.relevance import last_token_relevance, relevance_from_projections
 
 if TYPE_CHECKING:
     from halfv.runtime.distributed import HeadGroup

@@ -1,6 +1,6 @@
 """The Triton kernel of the greedy FPS loop (imported only where Triton is installed).
 
-:func:`fps_kernel` has the contract of :mod:`halfv.fps_kernel`: one program per sample
+:func:`fps_kernel` has the contract of :mod:`halfv.ops.fps_kernel`: one program per sample
 holds ``min_dist`` in registers and makes the picks ``start .. k-1``. Its constexpr
 ``SPECULATE`` chooses between two steps with the same result:
 

@@ -27,9 +27,9 @@ import torch
 from torch import Tensor
 
 from halfv.errors import HalfvTypeError, HalfvValueError
-from halfv.fps_kernel import greedy_on_gram
-from halfv.strides import check_count as _check_count
-from halfv.strides import grid_seeds, random_indices, uniform_indices
+from halfv.ops.fps_kernel import greedy_on_gram
+from halfv.ops.strides import check_count as _check_count
+from halfv.ops.strides import grid_seeds, random_indices, uniform_indices
 
 __all__ = [
     "anchor_count",
@@ -41,7 +41,7 @@ __all__ = [
     "uniform_indices",
 ]
 
-#: slack that absorbs binary rounding in ``keep * share`` (the same rule as halfv.budget)
+#: slack that absorbs binary rounding in ``keep * share`` (the same rule as halfv.ops.budget)
 _ROUNDING_SLACK = 1e-9
 #: L2-normalisation floor: a zero feature vector stays zero (cosine 0 to everything)
 _NORM_EPS = 1e-12
@@ -71,7 +71,7 @@ def anchor_count(keep: int, attention_share: float) -> int:
     """Number of relevance anchors HalfV takes out of a budget of ``keep`` tokens.
 
     ``floor(keep * attention_share)``, with the same ``1e-9`` rounding slack as
-    :func:`halfv.budget.kept_count`, so ``anchor_count(100, 0.29) == 29`` (upstream's plain
+    :func:`halfv.ops.budget.kept_count`, so ``anchor_count(100, 0.29) == 29`` (upstream's plain
     ``int(100 * 0.29)`` gives 28). Never more than ``keep``; 0 is allowed.
 
     Args:
@@ -191,7 +191,7 @@ def _gram_loop_inputs(
     features: Tensor, k: int, seeds: Tensor | None
 ) -> tuple[Tensor, Tensor | None, Tensor, Tensor]:
     """What the greedy loop starts from: ``(gram, scale, min_dist, out)``, with the seeds
-    already in ``out`` and their distances in ``min_dist`` (see :mod:`halfv.fps_kernel`)."""
+    already in ``out`` and their distances in ``min_dist`` (see :mod:`halfv.ops.fps_kernel`)."""
     b, n, _ = features.shape
     n_seeds = 0 if seeds is None else seeds.shape[1]
     raw = _raw_gram(features)
@@ -225,7 +225,7 @@ def _fps_from_seeds(features: Tensor, k: int, seeds: Tensor | None) -> Tensor:
     if b * n * n <= _GRAM_LIMIT:
         # One GEMM up front; each pick then reads one row of the Gram matrix (N values)
         # instead of the whole [N, D] feature matrix, and on CUDA the whole greedy loop
-        # runs as one fused kernel (halfv.fps_kernel) instead of ~5 launches per pick.
+        # runs as one fused kernel (halfv.ops.fps_kernel) instead of ~5 launches per pick.
         return _fps_on_gram(features, k, seeds)
     unit = _unit_features(features)
     seed_sims = None
@@ -350,7 +350,7 @@ def halfv_select(
         )
         raise HalfvValueError(msg)
     n = scores.shape[1]
-    _check_count("keep", keep, 1, n, "use halfv.budget.kept_count(N, ratio)")
+    _check_count("keep", keep, 1, n, "use halfv.ops.budget.kept_count(N, ratio)")
     n_anchors = anchor_count(keep, attention_share)
     anchors = topk_indices(scores, n_anchors).to(features.device) if n_anchors else None
     n_grid = min(anchor_count(keep, grid_share), keep - n_anchors)

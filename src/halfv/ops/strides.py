@@ -3,7 +3,7 @@
 The ``uniform`` and ``random`` IVR baselines are built on :func:`uniform_indices` and
 :func:`random_indices`; HalfV's optional grid seeds (``grid_share``) on :func:`grid_seeds`.
 Integer arithmetic or CPU-seeded draws, so every result is exact and device-independent;
-nothing reads a tensor value back to the host. :mod:`halfv.selection` re-exports all three.
+nothing reads a tensor value back to the host. :mod:`halfv.ops.selection` re-exports all three.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def uniform_indices(n: int, keep: int, device: torch.device | str | None = None)
         ``[keep]`` int64 indices.
     """
     check_count("n", n, 1, None, "pass the number of tokens")
-    check_count("keep", keep, 1, n, "use halfv.budget.kept_count(n, ratio)")
+    check_count("keep", keep, 1, n, "use halfv.ops.budget.kept_count(n, ratio)")
     i = torch.arange(keep, dtype=torch.int64, device=device)
     return torch.div((2 * i + 1) * n, 2 * keep, rounding_mode="floor")
 
@@ -71,7 +71,7 @@ def random_indices(
     """
     check_count("batch", batch, 1, None, "pass the batch size")
     check_count("n", n, 1, None, "pass the number of tokens")
-    check_count("keep", keep, 1, n, "use halfv.budget.kept_count(n, ratio)")
+    check_count("keep", keep, 1, n, "use halfv.ops.budget.kept_count(n, ratio)")
     if generator.device.type != "cpu":
         msg = (
             f"generator must live on the CPU, got one on {generator.device}; use torch.Generator()"

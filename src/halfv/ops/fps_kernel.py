@@ -4,7 +4,7 @@ The greedy loop of FPS is sequential: pick ``argmax(min_dist)``, read that token
 cosine similarities, lower ``min_dist``, repeat. Issued from Python as ~5 tensor ops per
 pick, it is bound by launch latency (the first H100 run spent 55 ms on 1024 picks out of
 4096 tokens; see ``benchmarks/results/speed-h100-v1.log``). The Triton kernels of
-:mod:`halfv._fps_triton` run the whole loop in one launch, one program per sample, with
+:mod:`halfv.ops._fps_triton` run the whole loop in one launch, one program per sample, with
 ``min_dist`` held in registers: a step costs one block-wide reduction and one row read.
 (An opt-in two-candidate step makes up to two exact picks per step; see
 :func:`greedy_on_gram_triton`.)
@@ -112,7 +112,7 @@ def greedy_on_gram_triton(
     """
     import triton
 
-    from halfv import _fps_triton
+    from halfv.ops import _fps_triton
 
     b, n = min_dist.shape
     gram = gram.contiguous()

@@ -21,7 +21,7 @@ from torch import Tensor
 from halfv.devices import module_device
 from halfv.errors import UnsupportedModelError
 from halfv.interfaces import AttentionParts
-from halfv.selection import bmm_out_dtype_works
+from halfv.ops.selection import bmm_out_dtype_works
 
 if TYPE_CHECKING:
     from torch.distributed import ProcessGroup
