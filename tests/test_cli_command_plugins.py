@@ -18,7 +18,7 @@ import pytest
 
 import halfv.plugins as hp
 from halfv import cli
-from halfv.hookspecs import hookimpl
+from halfv.plugins.hookspecs import hookimpl
 
 
 def _plugin(name: str, register: Callable[[argparse._SubParsersAction[Any]], None]) -> Any:
@@ -65,7 +65,7 @@ class FakeEntryPoint:
 @pytest.fixture
 def command_plugins(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(cli, "SUBCOMMANDS", ("halfv.cli.plugins_cmd",))
-    monkeypatch.setattr(hp, "DEFAULT_PLUGINS", ())
+    monkeypatch.setattr(hp.manager, "DEFAULT_PLUGINS", ())
     plugins = {"broken": _raises, "good": _good, "clash": _clashes, "idle": _no_func}
     found = [FakeEntryPoint(name, _plugin(name, reg)) for name, reg in plugins.items()]
     monkeypatch.setattr(
@@ -121,4 +121,4 @@ def test_a_disabled_command_plugin_adds_nothing_and_is_not_reported(
 def test_commands_hook_is_a_spec_and_not_a_component_hook() -> None:
     caller = hp.get_components().pm.hook.register_commands
     assert caller.spec is not None
-    assert "register_commands" not in hp._HOOKS
+    assert "register_commands" not in hp.manager._HOOKS

@@ -17,8 +17,8 @@ from torch import Tensor
 import halfv.plugins as hp
 from halfv import cli
 from halfv.errors import UnknownComponentError
-from halfv.hookspecs import hookimpl
 from halfv.interfaces import IVRPolicy
+from halfv.plugins.hookspecs import hookimpl
 
 USER_ERROR = 2  # exit code of `halfv: error:` messages and usage errors
 
@@ -61,7 +61,7 @@ def fake_plugins(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     module = types.ModuleType("fake_cli_builtin")
     module.register_ivr_policies = register_ivr_policies  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, module.__name__, module)
-    monkeypatch.setattr(hp, "DEFAULT_PLUGINS", (module.__name__,))
+    monkeypatch.setattr(hp.manager, "DEFAULT_PLUGINS", (module.__name__,))
 
     def entry_points(*, group: str) -> list[FakeEntryPoint]:
         return [FakeEntryPoint("broken")] if group == "halfv" else []
@@ -251,7 +251,7 @@ def test_plugins_survives_sys_exit_in_a_plugin(
         def load(self) -> object:
             raise SystemExit(1)
 
-    monkeypatch.setattr(hp, "DEFAULT_PLUGINS", ())
+    monkeypatch.setattr(hp.manager, "DEFAULT_PLUGINS", ())
     monkeypatch.setattr(
         importlib.metadata,
         "entry_points",

@@ -25,10 +25,8 @@ from pydantic import Field
 from torch import Tensor, nn
 
 import halfv.plugins as hp
-from halfv import hookspecs
 from halfv.config import PruningConfig
 from halfv.errors import PluginLoadError, UnknownComponentError, UnsupportedModelError
-from halfv.hookspecs import hookimpl
 from halfv.interfaces import (
     AttentionParts,
     BackboneAdapter,
@@ -39,7 +37,9 @@ from halfv.interfaces import (
     SaturationReport,
     SSRPolicy,
 )
-from halfv.registry import PluginFailure
+from halfv.plugins import hookspecs
+from halfv.plugins.hookspecs import hookimpl
+from halfv.plugins.registry import PluginFailure
 
 Register = Callable[[object], None]
 
@@ -153,7 +153,7 @@ def fresh(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """No real built-ins, no real entry points, no env switches, a fresh global."""
     for var in ("HALFV_DISABLE_PLUGINS", "HALFV_LOAD_PLUGINS", "HALFV_TRACE_PLUGINS"):
         monkeypatch.delenv(var, raising=False)
-    monkeypatch.setattr(hp, "DEFAULT_PLUGINS", ())
+    monkeypatch.setattr(hp.manager, "DEFAULT_PLUGINS", ())
     set_entry_points(monkeypatch)
     hp.reset_components()
     yield
@@ -170,7 +170,7 @@ def set_entry_points(monkeypatch: pytest.MonkeyPatch, *eps: FakeEntryPoint) -> N
 def builtin(monkeypatch: pytest.MonkeyPatch, module: types.ModuleType) -> None:
     """Make ``module`` importable and one of the default plugins."""
     monkeypatch.setitem(sys.modules, module.__name__, module)
-    monkeypatch.setattr(hp, "DEFAULT_PLUGINS", (*hp.DEFAULT_PLUGINS, module.__name__))
+    monkeypatch.setattr(hp.manager, "DEFAULT_PLUGINS", (*hp.manager.DEFAULT_PLUGINS, module.__name__))
 
 
 def the_failure(plugin: str) -> PluginFailure:
@@ -263,7 +263,7 @@ def test_import_failure_is_recorded_and_others_load(monkeypatch: pytest.MonkeyPa
 
 
 def test_missing_builtin_is_reported_like_any_plugin(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(hp, "DEFAULT_PLUGINS", ("halfv_no_such_module",))
+    monkeypatch.setattr(hp.manager, "DEFAULT_PLUGINS", ("halfv_no_such_module",))
     failure = the_failure("halfv_no_such_module")
     assert isinstance(failure.error, ModuleNotFoundError)
     assert failure.package == "halfv"
@@ -428,7 +428,7 @@ def _dist(root: Path, name: str, module_source: str) -> None:
 
 def test_real_distribution_on_disk(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.undo()  # the real importlib.metadata.entry_points, the fresh() env aside
-    monkeypatch.setattr(hp, "DEFAULT_PLUGINS", ())
+    monkeypatch.setattr(hp.manager, "DEFAULT_PLUGINS", ())
     for var in ("HALFV_DISABLE_PLUGINS", "HALFV_LOAD_PLUGINS", "HALFV_TRACE_PLUGINS"):
         monkeypatch.delenv(var, raising=False)
     _dist(
@@ -436,7 +436,7 @@ def test_real_distribution_on_disk(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
         "fakeplug",
         """
         from typing import ClassVar
-        from halfv.hookspecs import hookimpl
+        from halfv.plugins.hookspecs import hookimpl
         from halfv.interfaces import IVRPolicy
 
         class Disk(IVRPolicy):
@@ -487,7 +487,7 @@ COMPONENT_HOOKS = [name for name in HOOKS if name != "register_commands"]
 
 def test_hook_table_matches_hookspecs() -> None:
     assert "register_commands" in HOOKS
-    assert sorted(hp._HOOKS) == COMPONENT_HOOKS
+    assert sorted(hp.manager._HOOKS) == COMPONENT_HOOKS
 
 
 @pytest.mark.parametrize("hook_name", HOOKS)

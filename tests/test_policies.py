@@ -11,7 +11,7 @@ from hypothesis import given
 from pydantic import ValidationError
 from torch import Tensor
 
-import halfv.hookspecs
+import halfv.plugins.hookspecs
 import halfv.policies
 from halfv.interfaces import IVRPolicy, SSRPolicy
 from halfv.ops.selection import uniform_indices
@@ -79,8 +79,8 @@ def test_hooks_register_every_builtin() -> None:
 
 
 def test_hooks_work_through_pluggy() -> None:
-    pm = pluggy.PluginManager(halfv.hookspecs.PROJECT_NAME)
-    pm.add_hookspecs(halfv.hookspecs)
+    pm = pluggy.PluginManager(halfv.plugins.hookspecs.PROJECT_NAME)
+    pm.add_hookspecs(halfv.plugins.hookspecs)
     pm.register(halfv.policies)
     pm.check_pending()
     ivr: list[type[IVRPolicy]] = []

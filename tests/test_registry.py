@@ -1,4 +1,4 @@
-"""Unit tests of halfv.registry: normalisation, validation, duplicates, unknown names."""
+"""Unit tests of halfv.plugins.registry: normalisation, validation, duplicates, unknown names."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from halfv.interfaces import (
     SaturationDetector,
     SaturationReport,
 )
-from halfv.registry import (
+from halfv.plugins.registry import (
     AdapterRegistry,
     ClassRegistry,
     PluginFailure,

@@ -21,9 +21,9 @@ from pydantic import ValidationError
 from torch import Tensor
 
 import halfv.estimators
-from halfv import hookspecs
 from halfv.estimators import TMEEstimator
 from halfv.interfaces import EntropyEstimator, EntropyResult
+from halfv.plugins import hookspecs
 
 FIELDS = ("h1", "h2", "h1_normalized", "erank", "redundancy")
 Method = Literal["topk", "kaiser", "rho_kaiser", "energy"]

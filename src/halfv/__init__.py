@@ -20,7 +20,6 @@ from halfv.errors import (
     UnknownComponentError,
     UnsupportedModelError,
 )
-from halfv.hookspecs import hookimpl
 from halfv.interfaces import (
     AttentionParts,
     BackboneAdapter,
@@ -42,6 +41,7 @@ from halfv.plugins import (
     list_components,
     plugin_failures,
 )
+from halfv.plugins.hookspecs import hookimpl
 from halfv.runtime.plan import LayerStats, PruneStats
 from halfv.saturation import KLSaturationDetector
 

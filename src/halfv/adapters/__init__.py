@@ -11,8 +11,8 @@ from halfv.adapters.backbones import (
     Qwen25VLAdapter,
 )
 from halfv.adapters.base import LlamaStyleAdapter, scale_schedule
-from halfv.hookspecs import hookimpl
 from halfv.interfaces import BackboneAdapter
+from halfv.plugins.hookspecs import hookimpl
 
 __all__ = [
     "InternVLAdapter",

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from halfv.hookspecs import hookimpl
 from halfv.interfaces import IVRPolicy, SSRPolicy
+from halfv.plugins.hookspecs import hookimpl
 from halfv.policies.ivr import (
     AttentionPolicy,
     DiversityPolicy,

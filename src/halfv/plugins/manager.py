@@ -4,7 +4,7 @@
 :data:`DEFAULT_PLUGINS`, then each ``halfv`` entry point in a guarded loop, and calls each
 plugin's hooks separately with a ``register`` callback bound to that plugin. A failure in one
 plugin (import error, misspelt hook, exception in a hook, invalid or duplicate component) is
-recorded as a :class:`~halfv.registry.PluginFailure` against it; the others still load. Any
+recorded as a :class:`~halfv.plugins.registry.PluginFailure` against it; the others still load. Any
 ``BaseException`` counts (``sys.exit()`` on import too), except ``KeyboardInterrupt``.
 
 Environment switches (read when the components are built): ``HALFV_DISABLE_PLUGINS=a,b``
@@ -19,7 +19,6 @@ import importlib
 import importlib.metadata
 import logging
 import os
-import threading
 import traceback
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -28,10 +27,10 @@ from typing import Any, Literal
 import pluggy
 from pydantic import ValidationError
 
-from halfv import hookspecs
-from halfv.errors import ComponentError, ConfigError, HalfvRuntimeError, UnsupportedModelError
-from halfv.interfaces import BackboneAdapter, EntropyEstimator, IVRPolicy, SSRPolicy
-from halfv.registry import (
+from halfv.errors import ComponentError, ConfigError
+from halfv.interfaces import EntropyEstimator, IVRPolicy, SSRPolicy
+from halfv.plugins import hookspecs
+from halfv.plugins.registry import (
     AdapterRegistry,
     ClassRegistry,
     ComponentInfo,
@@ -40,24 +39,9 @@ from halfv.registry import (
     normalise_name,
 )
 
-__all__ = [
-    "DEFAULT_PLUGINS",
-    "ENTRY_POINT_GROUP",
-    "ComponentKind",
-    "Components",
-    "get_adapter",
-    "get_adapter_for",
-    "get_components",
-    "get_estimator",
-    "get_ivr_policy",
-    "get_ssr_policy",
-    "halfv_version",
-    "list_components",
-    "plugin_failures",
-    "reset_components",
-]
+__all__ = ["DEFAULT_PLUGINS", "ENTRY_POINT_GROUP", "ComponentKind", "Components", "halfv_version"]
 
-_log = logging.getLogger(__name__)
+_log = logging.getLogger("halfv.plugins")  # the documented logger, HALFV_TRACE_PLUGINS
 
 #: halfv's own plugin modules, registered before any third-party plugin (they win clashes)
 DEFAULT_PLUGINS: tuple[str, ...] = ("halfv.policies", "halfv.estimators", "halfv.adapters")
@@ -338,84 +322,3 @@ class Components:
                 f"accepted options: {fields}"
             )
             raise ConfigError(msg) from exc
-
-
-_lock = threading.RLock()  # re-entrant, so a plugin calling get_* while loading gets an error
-_components: Components | None = None
-_building = False
-
-
-def get_components() -> Components:
-    """The process-wide :class:`Components`, built on first use."""
-    global _components, _building  # noqa: PLW0603 -- lazy singleton, see reset_components
-    with _lock:
-        if _components is None:
-            if _building:
-                msg = "a plugin looked up a halfv component while plugins were loading; "
-                msg += "move that call from import or hook time into a function run later"
-                raise HalfvRuntimeError(msg)
-            _building = True
-            try:
-                _components = Components()
-            finally:
-                _building = False
-        return _components
-
-
-def reset_components() -> None:
-    """Forget the loaded components; the next access reloads plugins (for tests)."""
-    global _components  # noqa: PLW0603 -- see get_components
-    with _lock:
-        _components = None
-
-
-def get_adapter(model_type_or_name: str) -> BackboneAdapter:
-    """The adapter with this name, else the one serving this HF ``config.model_type``.
-
-    Raises ``UnknownComponentError`` listing what is registered if nothing matches, or
-    ``PluginLoadError`` if the plugin that would provide it failed to load.
-    """
-    return get_components().adapters.lookup(model_type_or_name)
-
-
-def get_adapter_for(model: object) -> BackboneAdapter:
-    """The adapter serving ``model.config.model_type`` (errors as :func:`get_adapter`).
-
-    Raises ``UnsupportedModelError`` if ``model`` has no ``config.model_type``.
-    """
-    model_type = getattr(getattr(model, "config", None), "model_type", None)
-    if not isinstance(model_type, str) or not model_type:
-        msg = (
-            f"cannot find an adapter for {type(model).__name__}: it has no config.model_type; "
-            "pass a transformers model or call halfv.get_adapter(name)"
-        )
-        raise UnsupportedModelError(msg)
-    return get_components().adapters.info_for_model_type(model_type).obj
-
-
-def get_ivr_policy(name: str, /, **options: Any) -> IVRPolicy:
-    """Instantiate the IVR policy ``name`` with ``options`` (errors: :meth:`Components.create`)."""
-    policy: IVRPolicy = get_components().create("IVR policy", name, **options)
-    return policy
-
-
-def get_ssr_policy(name: str, /, **options: Any) -> SSRPolicy:
-    """Instantiate the SSR policy ``name`` with ``options`` (errors as :func:`get_ivr_policy`)."""
-    policy: SSRPolicy = get_components().create("SSR policy", name, **options)
-    return policy
-
-
-def get_estimator(name: str, /, **options: Any) -> EntropyEstimator:
-    """Instantiate the entropy estimator ``name`` (errors as :func:`get_ivr_policy`)."""
-    estimator: EntropyEstimator = get_components().create("estimator", name, **options)
-    return estimator
-
-
-def list_components(kind: ComponentKind | None = None) -> list[ComponentInfo[Any]]:
-    """Registered components of ``kind`` (all kinds when ``None``), grouped by kind."""
-    return get_components().list_components(kind)
-
-
-def plugin_failures() -> list[PluginFailure]:
-    """Every recorded plugin failure, in load order."""
-    return list(get_components().failures)
