@@ -20,8 +20,8 @@ from halfv import cli
 from halfv.config import PruningConfig, load_config
 from halfv.errors import ConfigError, ConfigFileNotFoundError, ConfigTypeError, HalfvError
 from halfv.flops import schedule_loads
+from halfv.flops.model_specs import ModelDims
 from halfv.interfaces import IVRPolicy, SSRPolicy
-from halfv.model_specs import ModelDims
 from halfv.ops.selection import uniform_indices
 from halfv.plugins.hookspecs import hookimpl
 from test_pipeline import ADAPTER, MODELS, _batch, _ids

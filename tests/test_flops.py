@@ -1,4 +1,4 @@
-"""Tests of halfv.flops, halfv.model_specs, `halfv flops` and scripts/flops_table.py."""
+"""Tests of halfv.flops, halfv.flops.model_specs, `halfv flops` and scripts/flops_table.py."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from halfv.flops import (
     prefill_flops,
     schedule_loads,
 )
-from halfv.model_specs import MODEL_SPECS, ModelDims, get_model_spec, known_models
+from halfv.flops.model_specs import MODEL_SPECS, ModelDims, get_model_spec, known_models
 from halfv.ops.budget import kept_count
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -170,7 +170,9 @@ def set_entry_points(monkeypatch: pytest.MonkeyPatch, *eps: FakeEntryPoint) -> N
 def builtin(monkeypatch: pytest.MonkeyPatch, module: types.ModuleType) -> None:
     """Make ``module`` importable and one of the default plugins."""
     monkeypatch.setitem(sys.modules, module.__name__, module)
-    monkeypatch.setattr(hp.manager, "DEFAULT_PLUGINS", (*hp.manager.DEFAULT_PLUGINS, module.__name__))
+    monkeypatch.setattr(
+        hp.manager, "DEFAULT_PLUGINS", (*hp.manager.DEFAULT_PLUGINS, module.__name__)
+    )
 
 
 def the_failure(plugin: str) -> PluginFailure:

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from halfv.config import PruningConfig
 from halfv.flops import estimate
-from halfv.model_specs import ModelDims
+from halfv.flops.model_specs import ModelDims
 from halfv.ops.budget import kept_count
 
 if TYPE_CHECKING:
