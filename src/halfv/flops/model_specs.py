@@ -21,12 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from halfv.adapters.backbones import (
-    InternVLAdapter,
-    LlavaAdapter,
-    LlavaNextAdapter,
-    Qwen25VLAdapter,
-)
+from halfv.adapters import InternVLAdapter, LlavaAdapter, LlavaNextAdapter, Qwen25VLAdapter
 from halfv.config import PruningConfig
 from halfv.errors import HalfvValueError
 
