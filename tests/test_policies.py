@@ -29,8 +29,8 @@ from halfv.policies import (
     register_ivr_policies,
     register_ssr_policies,
 )
+from references import ref_fps, ref_topk
 from strategies import selection_inputs
-from test_selection import ref_fps, ref_topk
 
 
 def _registered_ivr() -> list[type[IVRPolicy]]:

@@ -8,7 +8,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import numpy as np
 import pytest
 import torch
 from hypothesis import given
@@ -25,43 +24,8 @@ from halfv.ops.selection import (
     topk_indices,
     uniform_indices,
 )
+from references import ref_fps, ref_min_dist, ref_topk, unit64
 from strategies import selection_inputs, visual_layouts
-
-
-# --------------------------------------------------------------------------- references
-def ref_topk(scores: Tensor, k: int) -> list[int]:
-    """Top-k of one row by (score descending, index ascending)."""
-    values = scores.tolist()
-    return sorted(range(len(values)), key=lambda i: (-values[i], i))[:k]
-
-
-def _unit64(features: Tensor) -> np.ndarray[Any, np.dtype[np.float64]]:
-    x = features.to(torch.float64).numpy()
-    norms = np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
-    return np.asarray(x / norms, dtype=np.float64)
-
-
-def ref_min_dist(unit: np.ndarray[Any, np.dtype[np.float64]], u: int, chosen: list[int]) -> float:
-    """Cosine distance from token ``u`` to its nearest chosen token (2.0 if none chosen)."""
-    if not chosen:
-        return 2.0
-    return min(1.0 - float(unit[u] @ unit[v]) for v in chosen)
-
-
-def ref_fps(features: Tensor, k: int, seeds: list[int]) -> list[int]:
-    """Greedy k-center of one row ``[N, D]``, in float64, one candidate at a time."""
-    unit = _unit64(features)
-    chosen = list(seeds)
-    while len(chosen) < k:
-        best, best_dist = -1, -math.inf
-        for u in range(unit.shape[0]):
-            if u in chosen:
-                continue
-            dist = ref_min_dist(unit, u, chosen)
-            if dist > best_dist:  # strict: the lowest index wins ties
-                best, best_dist = u, dist
-        chosen.append(best)
-    return chosen
 
 
 @contextmanager
@@ -147,7 +111,7 @@ def test_fps_float32_picks_are_farthest(inputs: tuple[Tensor, Tensor, int]) -> N
     _, features, k = inputs
     out = farthest_point_sampling(features, k)
     for b in range(features.shape[0]):
-        unit = _unit64(features[b])
+        unit = unit64(features[b])
         picks = out[b].tolist()
         assert len(set(picks)) == k
         assert picks[0] == 0
