@@ -10,6 +10,9 @@ Quick start::
 
 from __future__ import annotations
 
+import importlib
+import sys
+
 from halfv._version import __version__
 from halfv.config import PruningConfig, load_config, save_config
 from halfv.errors import (
@@ -81,3 +84,17 @@ __all__ = [
     "plugin_failures",
     "save_config",
 ]
+
+#: Module paths from before the regroup by concern (issue #21) that the user guides import
+#: from, each an alias of the module's new home, so ``from halfv.selection import
+#: topk_indices`` keeps working. Internal modules moved without an alias.
+_MOVED_MODULES: dict[str, str] = {
+    "halfv.budget": "halfv.ops.budget",
+    "halfv.hookspecs": "halfv.plugins.hookspecs",
+    "halfv.model_specs": "halfv.flops.model_specs",
+    "halfv.selection": "halfv.ops.selection",
+}
+for _old, _new in _MOVED_MODULES.items():
+    sys.modules[_old] = importlib.import_module(_new)
+    globals()[_old.rpartition(".")[2]] = sys.modules[_old]
+del _old, _new
