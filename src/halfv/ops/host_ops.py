@@ -1,7 +1,7 @@
 """Count the aten ops and host reads a piece of code dispatches (decode-overhead checks).
 
 Used by ``benchmarks/bench_decode.py`` (ops and syncs per decode step) and by
-``tests/test_decode_overhead.py`` (halfv adds no host reads to a decode step).
+``tests/runtime/test_decode_overhead.py`` (halfv adds no host reads to a decode step).
 """
 
 from __future__ import annotations

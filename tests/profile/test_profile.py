@@ -555,7 +555,7 @@ def test_freeze_onset_is_where_the_kl_curve_stays_low() -> None:
         freeze_onset([1.0, 0.0], 0)
 
 
-PROFILES = Path(__file__).resolve().parents[1] / "docs" / "assets" / "profiles"
+PROFILES = Path(__file__).resolve().parents[2] / "docs" / "assets" / "profiles"
 OLD_PROFILES = PROFILES / "zoo-2026-11-24"
 
 

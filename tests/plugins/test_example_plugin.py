@@ -208,7 +208,7 @@ def test_pruned_generate_and_budget(model: nn.Module) -> None:
 
 
 # ----------------------------------------------------------------------------- the tutorial
-TUTORIAL = Path(__file__).resolve().parents[1] / "docs" / "writing-an-adapter.md"
+TUTORIAL = Path(__file__).resolve().parents[2] / "docs" / "writing-an-adapter.md"
 REPO = TUTORIAL.parents[1]
 
 

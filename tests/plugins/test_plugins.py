@@ -483,7 +483,7 @@ def _signature(hook_name: str) -> str:
 
 
 #: the hooks the component registries call; register_commands is the command line's
-#: (exercised in tests/test_cli_command_plugins.py)
+#: (exercised in tests/cli/test_cli_command_plugins.py)
 COMPONENT_HOOKS = [name for name in HOOKS if name != "register_commands"]
 
 
@@ -494,7 +494,7 @@ def test_hook_table_matches_hookspecs() -> None:
 
 @pytest.mark.parametrize("hook_name", HOOKS)
 def test_every_hook_is_documented(hook_name: str) -> None:
-    docs = Path(__file__).parents[1] / "docs" / "plugins.md"
+    docs = Path(__file__).parents[2] / "docs" / "plugins.md"
     assert f"`{_signature(hook_name)}`" in docs.read_text(encoding="utf-8")
 
 

@@ -31,7 +31,7 @@ from halfv.flops import (
 from halfv.flops.model_specs import MODEL_SPECS, ModelDims, get_model_spec, known_models
 from halfv.ops.budget import kept_count
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 # d=8, m=16, L=4, 2 query heads and 1 KV head of width 4 (GQA).
 TINY = ModelDims("tiny", 8, 16, 4, 2, 1, 4, 10)
