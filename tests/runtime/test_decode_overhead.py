@@ -144,7 +144,7 @@ def test_prefill_reads_the_device_only_to_find_spans(
     model, inputs = tiny.model, tiny.prompt(samples)
     base = SCHEDULES[mode].model_copy(update={"ivr_policy": "halfv"})
     if mode == "prune":  # the real SSR stage: RoPE relevance and top-k
-        base = base.model_copy(update={"ssr_policy": "attention"})
+        base = base.model_copy(update={"ssr_policy": "prune"})
     with halfv.apply(model, base) as handle, torch.inference_mode():
         with _HostReadsBySource() as reads:
             model(**inputs)
