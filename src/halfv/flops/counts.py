@@ -1,8 +1,9 @@
-"""Prefill FLOPs of a HalfV schedule, in two conventions.
+"""Prefill FLOPs per decoder layer of a HalfV schedule, in two conventions.
 
 One :class:`LayerLoad` per decoder layer says how many rows and keys it processes;
 :func:`schedule_loads` derives them from a :class:`~halfv.config.PruningConfig`,
-:func:`flops_from_token_counts` from counts observed at run time. Two formulas price a load:
+:func:`~halfv.flops.report.flops_from_token_counts` from counts observed at run time. Two
+formulas price a load:
 
 * :func:`field_layer_flops` -- the FastV field convention ``4nd^2 + 2n^2d + 2ndm`` that
   token-pruning papers report (no GQA, two-matrix MLP, non-causal attention);
