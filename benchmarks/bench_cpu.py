@@ -32,7 +32,7 @@ from torch import Tensor, nn
 import halfv
 from halfv._compat import cache_from_output
 from halfv.interfaces import SSRPolicy
-from halfv.selection import uniform_indices
+from halfv.ops.selection import uniform_indices
 
 __all__ = [
     "KIND",

@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 import halfv
-from halfv.host_ops import OpCounter
+from halfv.ops.host_ops import OpCounter
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # for the sibling bench_cpu
 import bench_cpu as bc

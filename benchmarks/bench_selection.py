@@ -22,7 +22,7 @@ import pytest
 import torch
 from pytest_benchmark.fixture import BenchmarkFixture
 
-from halfv.selection import farthest_point_sampling, halfv_select
+from halfv.ops.selection import farthest_point_sampling, halfv_select
 
 CPU_CASES = [(576, 144, 256), (4096, 1024, 1024)]
 
@@ -155,8 +155,8 @@ def _compare_kernels(
 ) -> None:
     """The FPS loop of ``halfv_select`` with each kernel, timed alone right after the Gram
     GEMM that precedes it in a prefill (so the L2 cache holds what it would hold there)."""
-    from halfv.fps_kernel import greedy_on_gram_triton
-    from halfv.selection import _gram_loop_inputs, anchor_count, topk_indices
+    from halfv.ops.fps_kernel import greedy_on_gram_triton
+    from halfv.ops.selection import _gram_loop_inputs, anchor_count, topk_indices
 
     seeds = topk_indices(scores, anchor_count(k, share))
     picks: dict[bool, torch.Tensor] = {}
@@ -182,8 +182,8 @@ def _compare_kernels(
 
 def _sweep_warps(features: torch.Tensor, k: int, warmup: int, repeats: int) -> None:
     """The two parts of FPS on CUDA apart: the Gram GEMM, then the fused loop per warp count."""
-    from halfv.fps_kernel import default_num_warps, greedy_on_gram_triton
-    from halfv.selection import _raw_gram
+    from halfv.ops.fps_kernel import default_num_warps, greedy_on_gram_triton
+    from halfv.ops.selection import _raw_gram
 
     raw = _raw_gram(features)
     if raw is None:

@@ -33,9 +33,9 @@ from torch import Tensor
 
 import halfv
 from halfv._compat import cache_from_output
-from halfv.budget import kept_count
-from halfv.relevance import last_token_relevance
-from halfv.selection import farthest_point_sampling, halfv_select
+from halfv.ops.budget import kept_count
+from halfv.ops.relevance import last_token_relevance
+from halfv.ops.selection import farthest_point_sampling, halfv_select
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # for the sibling modules
 import bench_cpu as bc

@@ -20,7 +20,7 @@ import sys
 
 import torch
 
-from halfv.fps_kernel import greedy_on_gram_torch
+from halfv.ops.fps_kernel import greedy_on_gram_torch
 from halfv_lab.data import load_split
 from halfv_lab.zoo import FAMILIES, load_trained
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import warnings
 
+import pytest
 import torch
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
 
@@ -34,3 +36,19 @@ def test_the_installed_release_takes_its_cache_name_without_warnings() -> None:
             assert cache.get_seq_length() == 4
             step = model(input_ids=ids[:, -1:], use_cache=True, **{cache_kwarg(): cache})
     assert cache_from_output(step).get_seq_length() == 5
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("halfv.budget", "halfv.ops.budget"),
+        ("halfv.hookspecs", "halfv.plugins.hookspecs"),
+        ("halfv.model_specs", "halfv.flops.model_specs"),
+        ("halfv.selection", "halfv.ops.selection"),
+    ],
+)
+def test_module_paths_the_guides_used_before_the_regroup_still_import(old: str, new: str) -> None:
+    # issue #21 moved these modules; user code written against the old guides keeps working
+    assert importlib.import_module(old) is importlib.import_module(new)
+    name = old.rpartition(".")[2]
+    assert getattr(importlib.import_module("halfv"), name) is importlib.import_module(new)

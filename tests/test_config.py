@@ -20,10 +20,10 @@ from halfv import cli
 from halfv.config import PruningConfig, load_config
 from halfv.errors import ConfigError, ConfigFileNotFoundError, ConfigTypeError, HalfvError
 from halfv.flops import schedule_loads
-from halfv.hookspecs import hookimpl
+from halfv.flops.model_specs import ModelDims
 from halfv.interfaces import IVRPolicy, SSRPolicy
-from halfv.model_specs import ModelDims
-from halfv.selection import uniform_indices
+from halfv.ops.selection import uniform_indices
+from halfv.plugins.hookspecs import hookimpl
 from test_pipeline import ADAPTER, MODELS, _batch, _ids
 
 TINY_DIMS = ModelDims("tiny", 32, 64, 4, 4, 2, 8, 64)

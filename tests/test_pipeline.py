@@ -18,7 +18,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 import halfv
 from halfv._compat import cache_from_output, cache_kwarg
 from halfv.adapters import LlamaStyleAdapter
-from halfv.budget import kept_count
+from halfv.ops.budget import kept_count
 from halfv.policies import UniformPolicy
 from strategies import keep_ratios, visual_layouts
 from tiny import StrideSSR

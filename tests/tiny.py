@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from halfv.interfaces import SSRPolicy
-from halfv.selection import uniform_indices
+from halfv.ops.selection import uniform_indices
 
 TEXT = {
     "hidden_size": 64,

@@ -24,7 +24,7 @@ from PIL import Image
 
 import halfv_lab.bench as hb
 from halfv.config import PruningConfig
-from halfv.model_specs import ModelDims
+from halfv.flops.model_specs import ModelDims
 from halfv_lab.bench import gate, report
 from halfv_lab.bench.accuracy import BenchModel, BenchSettings, plan_runs, run_accuracy_benchmark
 from halfv_lab.data import VQAItem

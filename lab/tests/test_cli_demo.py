@@ -11,10 +11,10 @@ import pytest
 from PIL import Image
 
 from halfv import cli
-from halfv.budget import kept_count
 from halfv.config import PruningConfig
 from halfv.flops import flops_from_token_counts
-from halfv.model_specs import ModelDims
+from halfv.flops.model_specs import ModelDims
+from halfv.ops.budget import kept_count
 from halfv.profile import ProfileReport, build_tiny, sources
 from halfv_lab.cli.demo_cmd import layer_runs
 from halfv_lab.demo import prefill_seconds, run_demo, sample_image

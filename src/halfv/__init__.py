@@ -10,8 +10,10 @@ Quick start::
 
 from __future__ import annotations
 
+import importlib
+import sys
+
 from halfv._version import __version__
-from halfv.budget import kept_count
 from halfv.config import PruningConfig, load_config, save_config
 from halfv.errors import (
     ConfigError,
@@ -21,7 +23,6 @@ from halfv.errors import (
     UnknownComponentError,
     UnsupportedModelError,
 )
-from halfv.hookspecs import hookimpl
 from halfv.interfaces import (
     AttentionParts,
     BackboneAdapter,
@@ -32,6 +33,7 @@ from halfv.interfaces import (
     SaturationReport,
     SSRPolicy,
 )
+from halfv.ops.budget import kept_count
 from halfv.pipeline import Pipeline, PruningHandle, apply, handle_of
 from halfv.plugins import (
     get_adapter,
@@ -42,6 +44,7 @@ from halfv.plugins import (
     list_components,
     plugin_failures,
 )
+from halfv.plugins.hookspecs import hookimpl
 from halfv.runtime.plan import LayerStats, PruneStats
 from halfv.saturation import KLSaturationDetector
 
@@ -81,3 +84,17 @@ __all__ = [
     "plugin_failures",
     "save_config",
 ]
+
+#: Module paths from before the regroup by concern (issue #21) that the user guides import
+#: from, each an alias of the module's new home, so ``from halfv.selection import
+#: topk_indices`` keeps working. Internal modules moved without an alias.
+_MOVED_MODULES: dict[str, str] = {
+    "halfv.budget": "halfv.ops.budget",
+    "halfv.hookspecs": "halfv.plugins.hookspecs",
+    "halfv.model_specs": "halfv.flops.model_specs",
+    "halfv.selection": "halfv.ops.selection",
+}
+for _old, _new in _MOVED_MODULES.items():
+    sys.modules[_old] = importlib.import_module(_new)
+    globals()[_old.rpartition(".")[2]] = sys.modules[_old]
+del _old, _new

@@ -7,7 +7,7 @@ a message that names the field, the value and the allowed range.
 
 Budget convention (one for the whole project): a visual span of ``N`` tokens keeps
 ``max(1, floor(N * keep))`` tokens, and every ratio -- ``ivr_keep`` *and* ``ssr_keep`` -- is
-a fraction of the span's **original** ``N``. See :func:`halfv.budget.kept_count`.
+a fraction of the span's **original** ``N``. See :func:`halfv.ops.budget.kept_count`.
 """
 
 from __future__ import annotations

@@ -98,7 +98,9 @@ def _check_selection_inputs(scores: Tensor, features: Tensor | None, keep: int) 
         )
         raise HalfvValueError(msg)
     if isinstance(keep, bool) or not isinstance(keep, int) or not 1 <= keep <= n:
-        msg = f"keep={keep!r} must be an int in [1, N={n}]; use halfv.budget.kept_count(N, ratio)"
+        msg = (
+            f"keep={keep!r} must be an int in [1, N={n}]; use halfv.ops.budget.kept_count(N, ratio)"
+        )
         raise HalfvValueError(msg)
 
 

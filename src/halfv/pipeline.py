@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from halfv.config import PruningConfig, coerce_config
 from halfv.errors import ConfigError, HalfvError
 from halfv.flops import FlopsReport, flops_from_token_counts
+from halfv.flops.model_specs import ModelDims
 from halfv.interfaces import (
     BackboneAdapter,
     EntropyEstimator,
@@ -30,7 +31,6 @@ from halfv.interfaces import (
     SaturationReport,
     SSRPolicy,
 )
-from halfv.model_specs import ModelDims
 from halfv.plugins import get_adapter_for, get_ivr_policy, get_ssr_policy
 from halfv.runtime import PruningRuntime, find_runtime
 from halfv.runtime.plan import PruneStats

@@ -31,7 +31,7 @@ except ModuleNotFoundError as exc:  # pragma: no cover -- exercised in a subproc
     raise MissingDependencyError(msg, name="hypothesis") from exc
 
 from halfv.interfaces import BackboneAdapter, IVRPolicy, SSRPolicy
-from halfv.registry import AdapterRegistry
+from halfv.plugins.registry import AdapterRegistry
 
 __all__ = [
     "SelectionInputs",

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from halfv.config import PruningConfig
 from halfv.flops import FlopsReport, flops_from_token_counts
-from halfv.model_specs import ModelDims
+from halfv.flops.model_specs import ModelDims
 from halfv.pipeline import apply
 from halfv.plugins import get_adapter_for, get_estimator
 from halfv.profile.collect import collect_curves

@@ -1,18 +1,21 @@
-"""Backbone adapters and the built-in plugin that registers them."""
+"""Backbone adapters and the built-in plugin that registers them.
+
+One file per backbone (``llava.py``, ``llava_next.py``, ``qwen2_5_vl.py``,
+``internvl.py``), each naming the transformers modeling file it follows; the decoder logic
+they share is in ``base.py``.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from halfv.adapters.backbones import (
-    InternVLAdapter,
-    LlavaAdapter,
-    LlavaNextAdapter,
-    Qwen25VLAdapter,
-)
 from halfv.adapters.base import LlamaStyleAdapter, scale_schedule
-from halfv.hookspecs import hookimpl
+from halfv.adapters.internvl import InternVLAdapter
+from halfv.adapters.llava import LlavaAdapter
+from halfv.adapters.llava_next import LlavaNextAdapter
+from halfv.adapters.qwen2_5_vl import Qwen25VLAdapter
 from halfv.interfaces import BackboneAdapter
+from halfv.plugins.hookspecs import hookimpl
 
 __all__ = [
     "InternVLAdapter",

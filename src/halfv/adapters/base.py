@@ -19,7 +19,10 @@ from halfv.errors import HalfvTypeError, HalfvValueError
 from halfv.interfaces import AttentionParts, BackboneAdapter, SaturationDetector
 from halfv.saturation import KLSaturationDetector
 
-__all__ = ["LlamaStyleAdapter", "scale_schedule"]
+__all__ = ["TESTED_TRANSFORMERS", "LlamaStyleAdapter", "scale_schedule"]
+
+#: the transformers releases the built-in adapters were tested on (each adapter's ``follows``)
+TESTED_TRANSFORMERS = "tested on transformers 5.17, 5.23 and 5.24"
 
 
 def scale_schedule(

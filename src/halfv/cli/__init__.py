@@ -9,7 +9,7 @@ imported, or that adds no runnable parser, is an error, never skipped. Import he
 (torch, transformers) inside ``run`` so that ``halfv --help`` stays fast.
 
 Plugins add subcommands through the ``register_commands`` hook
-(:func:`halfv.hookspecs.register_commands`), after the built-in ones: the lab
+(:func:`halfv.plugins.hookspecs.register_commands`), after the built-in ones: the lab
 (``halfv-lab``) adds ``demo`` and ``bench``. A plugin whose hook fails is reported by name
 on stderr (``halfv: warning: ...``) and its commands are left out; nothing else is.
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from halfv.config import PruningConfig, load_config
 from halfv.errors import HalfvValueError
 from halfv.flops import FlopsReport, estimate
-from halfv.model_specs import ModelDims, get_model_spec, known_models
+from halfv.flops.model_specs import ModelDims, get_model_spec, known_models
 
 if TYPE_CHECKING:
     from argparse import _SubParsersAction

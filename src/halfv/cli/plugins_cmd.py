@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from halfv.plugins import Components
-    from halfv.registry import ComponentInfo, PluginFailure
+    from halfv.plugins.registry import ComponentInfo, PluginFailure
 
 __all__ = ["add_parser", "report", "run"]
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from halfv.estimators.tme import TMEEstimator
-from halfv.hookspecs import hookimpl
 from halfv.interfaces import EntropyEstimator
+from halfv.plugins.hookspecs import hookimpl
 
 __all__ = ["TMEEstimator", "register_estimators"]
 

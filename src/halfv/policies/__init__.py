@@ -1,24 +1,58 @@
 """Built-in selection policies and the plugin hooks that register them.
 
-Built-in policies go through the same hooks as third-party ones: this module is a halfv
-plugin whose :func:`register_ivr_policies` and :func:`register_ssr_policies` hand every
-built-in class to the registry's ``register`` callback.
+One small file per policy: ``ivr_halfv.py``, ``ivr_attention.py``, ``ivr_diversity.py``,
+``ivr_random.py`` and ``ivr_uniform.py`` (IVR, the shallow stage), ``ssr_prune.py``,
+``ssr_freeze.py`` and ``ssr_none.py`` (SSR, the deep stage); ``base.py`` holds what several
+share. Built-in policies go through the same hooks as third-party ones: this module is a
+halfv plugin whose :func:`register_ivr_policies` and :func:`register_ssr_policies` hand
+every built-in class to the registry's ``register`` callback.
+
+**IVR (shallow-layer) policies.**
+
+Each policy is a frozen pydantic model (``extra="forbid"``): its fields are the options
+``halfv.get_ivr_policy(name, **options)`` accepts, validated at construction. Each
+implements only ``_choose``; :meth:`halfv.IVRPolicy.select` validates the inputs, handles
+1-D input, returns ``arange(N)`` when ``keep == N`` and sorts the result.
+
+=============  ======================================  ============  ==============
+name           rule                                    needs_scores  needs_features
+=============  ======================================  ============  ==============
+``halfv``      anchors by relevance + cosine FPS       yes           yes
+``attention``  top-k relevance (FastV-style)           yes           no
+``diversity``  cosine FPS from index 0 (DivPrune)      no            yes
+``random``     seeded uniform sample                   no            no
+``uniform``    evenly strided spatial downsample       no            no
+=============  ======================================  ============  ==============
+
+Policies with ``needs_scores = False`` still receive a ``[B, N]`` ``scores`` tensor (any
+values, e.g. zeros): :meth:`~halfv.IVRPolicy.select` reads the batch size, the token count
+and the device from it.
+
+**SSR (deep-layer) policies.**
+
+* ``prune`` (:class:`TopKPrune`) keeps the most relevant visual tokens (method §5a; the
+  relevance is RoPE-aware and computed over the *current* visual span).
+* ``freeze`` (:class:`Freeze`) keeps every visual token but stops updating it (method §5b).
+* ``none`` (:class:`NoSSR`) does nothing.
+
+Only ``prune`` policies select tokens; ``freeze`` and ``none`` raise
+:class:`NotImplementedError` from :meth:`~halfv.SSRPolicy.select`, for every ``keep``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from halfv.hookspecs import hookimpl
 from halfv.interfaces import IVRPolicy, SSRPolicy
-from halfv.policies.ivr import (
-    AttentionPolicy,
-    DiversityPolicy,
-    HalfVPolicy,
-    RandomPolicy,
-    UniformPolicy,
-)
-from halfv.policies.ssr import Freeze, NoSSR, TopKPrune
+from halfv.plugins.hookspecs import hookimpl
+from halfv.policies.ivr_attention import AttentionPolicy
+from halfv.policies.ivr_diversity import DiversityPolicy
+from halfv.policies.ivr_halfv import HalfVPolicy
+from halfv.policies.ivr_random import RandomPolicy
+from halfv.policies.ivr_uniform import UniformPolicy
+from halfv.policies.ssr_freeze import Freeze
+from halfv.policies.ssr_none import NoSSR
+from halfv.policies.ssr_prune import TopKPrune
 
 __all__ = [
     "BUILTIN_IVR_POLICIES",

@@ -22,12 +22,12 @@ from halfv._compat import cache_from_kwargs
 from halfv.config import PruningConfig
 from halfv.errors import UnsupportedModelError
 from halfv.interfaces import BackboneAdapter
+from halfv.ops.spans import VisualSpans
 from halfv.runtime.caches import check_cache, is_static_cache, reset_static_layers
 from halfv.runtime.plan import PrefillPlan
 from halfv.runtime.sdpa_backends import decode_backends_without_cudnn
 from halfv.runtime.stages import gather_labels_in_place, prefill_spans
 from halfv.runtime.state import CallSlot, CallState, PlanStore
-from halfv.spans import VisualSpans
 
 __all__ = ["SUPPORTED_ATTENTION", "CallLifecycle"]
 

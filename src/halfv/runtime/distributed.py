@@ -9,7 +9,7 @@ global one). The hidden states, the final norm and everything halfv selects from
 replicated.
 
 HalfV's relevance is a softmax per head over each span's keys, then the mean over the
-``H`` heads (:func:`halfv.relevance.relevance_from_projections`). Each rank computes the
+``H`` heads (:func:`halfv.ops.relevance.relevance_from_projections`). Each rank computes the
 softmaxes of its own heads exactly, so the relevance of the unsharded model is the sum of
 every rank's per-head probabilities divided by ``H``: one all-reduce of ``M`` floats per
 scoring layer per prefill. Every rank then holds the same scores and keeps the same

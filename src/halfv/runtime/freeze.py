@@ -24,7 +24,7 @@ from torch.nn import functional as F
 
 from halfv.devices import module_device
 from halfv.interfaces import AttentionParts
-from halfv.relevance import rotate_half
+from halfv.ops.relevance import rotate_half
 from halfv.runtime.layout import StageLayout, gather_rows
 
 __all__ = ["frozen_visual_forward", "query_rows_of"]

@@ -14,10 +14,10 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from halfv.budget import kept_count
 from halfv.interfaces import IVRPolicy, SSRPolicy
+from halfv.ops.budget import kept_count
+from halfv.ops.spans import VisualSpans
 from halfv.runtime.layout import StageLayout, initial_layout
-from halfv.spans import VisualSpans
 
 __all__ = ["LayerStats", "PrefillPlan", "PruneStats", "SpanBudget", "select_per_span"]
 

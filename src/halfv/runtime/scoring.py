@@ -5,10 +5,10 @@ pruning layer. That layer, running its own forward, already applies its input no
 its query and key projections to every row. The runtime hooks those two ``nn.Linear``
 modules and keeps their outputs, per call, during the scoring layer's prefill forward
 (:class:`halfv.runtime.core.PruningRuntime`), then takes the query and visual rows from them
-(:func:`halfv.relevance.relevance_from_projections`) instead of norming and projecting the
+(:func:`halfv.ops.relevance.relevance_from_projections`) instead of norming and projecting the
 visual tokens a second time. An attention module that does not call the adapter's
 ``q_proj`` / ``k_proj`` (a fused projection, a compiled graph) leaves the tap empty, and
-:meth:`PendingScore.scores` falls back to :func:`halfv.relevance.last_token_relevance` on
+:meth:`PendingScore.scores` falls back to :func:`halfv.ops.relevance.last_token_relevance` on
 the layer's input.
 
 Under tensor parallelism both paths see only this rank's heads; ``head_group`` (found by
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from torch import Tensor
 
 from halfv.interfaces import AttentionParts
-from halfv.relevance import last_token_relevance, relevance_from_projections
+from halfv.ops.relevance import last_token_relevance, relevance_from_projections
 
 if TYPE_CHECKING:
     from halfv.runtime.distributed import HeadGroup
@@ -38,7 +38,7 @@ class PendingScore:
     Attributes:
         hidden: the scoring layer's input ``[B, S, D]`` (for the fallback).
         query_rows, visual_rows, segment, num_segments: as in
-            :func:`halfv.relevance.last_token_relevance`.
+            :func:`halfv.ops.relevance.last_token_relevance`.
         parts: the scoring layer's internals.
         rotary: flattened ``(cos, sin)`` or ``None``.
         scale: whether logits are scaled by ``1/sqrt(head_dim)``.

@@ -18,12 +18,12 @@ from torch import Tensor, nn
 from halfv.devices import module_device
 from halfv.errors import HalfvValueError
 from halfv.interfaces import AttentionParts, IVRPolicy, SSRPolicy
+from halfv.ops.spans import VisualSpans, find_visual_spans, spans_from_mask
 from halfv.runtime.distributed import head_group
 from halfv.runtime.layout import gather_rows, next_layout
 from halfv.runtime.plan import PrefillPlan, select_per_span
 from halfv.runtime.scoring import PendingScore
 from halfv.runtime.state import CallState
-from halfv.spans import VisualSpans, find_visual_spans, spans_from_mask
 
 __all__ = [
     "gather_labels_in_place",

@@ -39,10 +39,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from halfv.budget import kept_count
 from halfv.config import PruningConfig
 from halfv.flops import estimate
-from halfv.model_specs import ModelDims
+from halfv.flops.model_specs import ModelDims
+from halfv.ops.budget import kept_count
 
 if TYPE_CHECKING:
     from halfv_lab.bench.accuracy import RunSpec
@@ -190,7 +190,7 @@ def match_flops(
     """Solve for the keep whose FLOPs ratio is closest to ``target`` by bisection.
 
     ``make(keep)`` builds the schedule; the search runs over the kept count ``1..visual``
-    (every keep maps to one count, see :func:`halfv.budget.kept_count`) on which the ratio
+    (every keep maps to one count, see :func:`halfv.ops.budget.kept_count`) on which the ratio
     is non-decreasing, and returns the closer end of the final bracket.
     """
 

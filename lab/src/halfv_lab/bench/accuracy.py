@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from halfv.config import PruningConfig
-from halfv.model_specs import ModelDims
+from halfv.flops.model_specs import ModelDims
 from halfv_lab.bench import (
     BASELINES,
     DEFAULT_BUDGETS,
