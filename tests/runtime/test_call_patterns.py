@@ -322,7 +322,7 @@ def test_static_cache(family: str, attention: str) -> None:
         torch.testing.assert_close(again, once, rtol=0, atol=0)
 
 
-def test_uniform_policy_reaches_every_call_pattern() -> None:
+def test_a_composed_pipeline_serves_another_thread() -> None:
     """A plugin-style policy object composes with threads too (no shared tap state)."""
     tiny = _tiny("qwen2_5_vl")
     adapter = halfv.get_adapter_for(tiny.model)

@@ -109,7 +109,7 @@ def frozen_visual_forward(
     device = module_device(parts.q_proj, hidden.device)
     hidden = hidden.to(device)
     b, s, _ = hidden.shape
-    key = (device, id(stage_mask), id(position_embeddings))
+    key = (device, id(layout), id(stage_mask), id(position_embeddings))
     inputs = None if memo is None else memo.get(key)
     if inputs is None:  # once per stage: every frozen layer of the stage reads the same
         inputs = _stage_inputs(position_embeddings, stage_mask, layout.to(device), b, parts)

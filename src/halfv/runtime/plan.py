@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -89,7 +89,8 @@ class PrefillPlan:
     span_id: Tensor  # [B, T] global span index of visual positions, -1 elsewhere
     layouts: dict[int, StageLayout] = field(default_factory=dict)  # stage start -> layout
     scores: Tensor | None = None  # pending relevance for the next stage
-    stage_kwargs: dict[tuple[int, str, torch.device], object] = field(default_factory=dict)
+    #: per-stage inputs built once per prefill (gathered layer kwargs, frozen-layer inputs)
+    stage_kwargs: dict[tuple[Any, ...], Any] = field(default_factory=dict)
     stage_of: tuple[int, ...] = ()  # per decoder layer: its stage start (0: unpruned)
     moved: dict[tuple[int, torch.device], StageLayout] = field(default_factory=dict)
     decode_steps: int = 0  # decode steps served from this prefill's cache
