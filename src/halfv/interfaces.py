@@ -16,7 +16,7 @@ configs (``extra="forbid"``; a bad value names the field, the value and the allo
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -35,6 +35,8 @@ __all__ = [
     "EntropyEstimator",
     "EntropyResult",
     "IVRPolicy",
+    "LayerSpec",
+    "RotaryFn",
     "SSRPolicy",
     "SaturationDetector",
     "SaturationReport",
@@ -242,6 +244,37 @@ class AttentionParts:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+#: ``(q, k, cos, sin) -> (q, k)`` with ``q``/``k`` ``[B, H, S, head_dim]`` and the tables
+#: ``[B, S, rotary_dim]``: transformers' ``apply_rotary_pos_emb`` signature (unsqueeze on
+#: dim 1). Partial or interleaved rotary is the adapter's model's own function.
+RotaryFn = Callable[[Tensor, Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """What the runtime must know about one decoder layer (adapter API v2).
+
+    Attributes:
+        kind: ``"full"`` causal attention, ``"sliding"`` attention over the last
+            ``window`` positions, or ``"linear"`` (a recurrent / linear-attention layer:
+            no softmax scores, no per-position KV cache).
+        window: the sliding window (``kind == "sliding"`` only).
+        block: ``"pre_norm"`` (Llama: norm, attention, residual, norm, MLP, residual) or
+            ``"sandwich"`` (Gemma 2/3, GLM-4: also a norm after the attention and after
+            the MLP, before each residual add).
+        rotary: how the layer rotates queries and keys; ``None`` is Llama's rotate-half
+            over the whole head.
+        layer_type: the model's name for the layer's type (``config.layer_types``), which
+            transformers uses to pick the layer's mask; ``None`` when the model has one.
+    """
+
+    kind: Literal["full", "sliding", "linear"] = "full"
+    window: int | None = None
+    block: Literal["pre_norm", "sandwich"] = "pre_norm"
+    rotary: RotaryFn | None = None
+    layer_type: str | None = None
+
+
 class BackboneAdapter(ABC):
     """Tells halfv where a transformers model keeps what pruning needs.
 
@@ -304,6 +337,23 @@ class BackboneAdapter(ABC):
         """
         inner = getattr(model, "model", None)
         return inner if isinstance(inner, nn.Module) else model
+
+    def layer_specs(self, model: nn.Module) -> list[LayerSpec]:
+        """One :class:`LayerSpec` per decoder layer.
+
+        The default reads ``config.layer_types`` of the language model when it has one,
+        and each layer's ``sliding_window`` from :meth:`attention_parts`; adapters of
+        models with other layer kinds, sandwich norms or their own rotary override it.
+        """
+        lm_config = getattr(self.language_model(model), "config", None)
+        types = getattr(lm_config, "layer_types", None)
+        specs = []
+        for idx, layer in enumerate(self.decoder_layers(model)):
+            window = self.attention_parts(layer).sliding_window
+            layer_type = types[idx] if isinstance(types, (list, tuple)) else None
+            kind: Literal["full", "sliding"] = "sliding" if window else "full"
+            specs.append(LayerSpec(kind=kind, window=window or None, layer_type=layer_type))
+        return specs
 
     def num_layers(self, model: nn.Module) -> int:
         """Number of decoder layers."""

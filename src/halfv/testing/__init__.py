@@ -1,5 +1,10 @@
 """Contract checks for authors of halfv components (policies and adapters).
 
+Adapter authors also get :func:`check_backbone` (:mod:`halfv.testing.backbone`): keep-1.0
+exactness, pruned and frozen prefills against an independent masked reference built from
+the model's own layers (:mod:`halfv.testing.reference`), relevance against the model's
+own attention, and cached decode against recompute, on a tiny model of their family.
+
 Run them from your own test-suite::
 
     from halfv.testing import check_adapter, check_ivr_policy, check_ssr_policy
@@ -32,12 +37,28 @@ except ModuleNotFoundError as exc:  # pragma: no cover -- exercised in a subproc
 
 from halfv.interfaces import BackboneAdapter, IVRPolicy, SSRPolicy
 from halfv.plugins.registry import AdapterRegistry
+from halfv.testing.backbone import (
+    check_backbone,
+    check_cached_decode,
+    check_keep_all_exact,
+    check_pruned_prefill,
+    check_relevance_follows_attention,
+)
+from halfv.testing.reference import ReferenceOutput, attention_topk, masked_reference
 
 __all__ = [
+    "ReferenceOutput",
     "SelectionInputs",
+    "attention_topk",
     "check_adapter",
+    "check_backbone",
+    "check_cached_decode",
     "check_ivr_policy",
+    "check_keep_all_exact",
+    "check_pruned_prefill",
+    "check_relevance_follows_attention",
     "check_ssr_policy",
+    "masked_reference",
     "selection_inputs",
 ]
 
