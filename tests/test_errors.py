@@ -20,8 +20,9 @@ NOT_COVERED: tuple[str, ...] = ()
 KNOWN_BUILTIN_RAISES: set[tuple[str, str]] = set()
 #: the interface's own contract (SSRPolicy.select on non-pruning policies), not a user error
 ALLOWED = {"NotImplementedError"}
-#: halfv.testing's checks fail the caller's test the way a bare ``assert`` does
-ALLOWED_IN_MODULE = {"testing.py": {"AssertionError"}}
+#: halfv.testing's checks fail the caller's test the way a bare ``assert`` does (a package:
+#: every module under ``testing/``)
+ALLOWED_UNDER = {"testing/": {"AssertionError"}}
 BUILTIN_EXCEPTIONS = {
     name
     for name, obj in vars(builtins).items()
@@ -51,7 +52,9 @@ def _builtin_raises(path: Path, root: Path = SRC) -> list[tuple[str, str, int, s
             if isinstance(child, ast.Raise) and child.exc is not None:
                 exc = child.exc.func if isinstance(child.exc, ast.Call) else child.exc
                 rel = path.relative_to(root).as_posix()
-                allowed = ALLOWED | ALLOWED_IN_MODULE.get(rel, set())
+                allowed = ALLOWED.union(
+                    *(names for prefix, names in ALLOWED_UNDER.items() if rel.startswith(prefix))
+                )
                 if isinstance(exc, ast.Name) and exc.id in BUILTIN_EXCEPTIONS - allowed:
                     found.append((rel, function, child.lineno, exc.id))
             visit(child, name)
