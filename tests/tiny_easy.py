@@ -86,7 +86,7 @@ def build_llava_onevision(layers: int = 6, seed: int = 0) -> Tiny:
 
 
 def _llava_video_builder(
-    per_image: int, per_video: int, size: int, frames: int, image_sizes: Tensor, patches: int
+    per_image: int, per_video: int, size: int, frames: int, image_sizes: Tensor, *, patches: int
 ) -> Callable[[Sequence[Sequence[Segment]], int], dict[str, Any]]:
     def build(samples: Sequence[Sequence[Segment]], seed: int) -> dict[str, Any]:
         gen = torch.Generator().manual_seed(seed)
@@ -166,7 +166,6 @@ def build_paligemma(layers: int = 6, seed: int = 0, suffix: int = 0) -> Tiny:
 
     torch.manual_seed(seed)
     size = 56
-    text = {k: v for k, v in TEXT.items()}
     cfg = PaliGemmaConfig(
         vision_config={
             **VISION,
@@ -176,7 +175,7 @@ def build_paligemma(layers: int = 6, seed: int = 0, suffix: int = 0) -> Tiny:
             "patch_size": 14,
             "projection_dim": TEXT["hidden_size"],
         },
-        text_config={**text, "num_hidden_layers": layers, "model_type": "gemma", "head_dim": 16},
+        text_config={**TEXT, "num_hidden_layers": layers, "model_type": "gemma", "head_dim": 16},
         image_token_index=IMAGE_ID,
         projection_dim=TEXT["hidden_size"],
     )
@@ -190,7 +189,7 @@ def build_paligemma(layers: int = 6, seed: int = 0, suffix: int = 0) -> Tiny:
             n_images = sum(seg == "img" for seg in sample)
             text_len = sum(int(seg) for seg in sample if not isinstance(seg, str))
             prefix = [IMAGE_ID] * per_image * n_images + [PALI_BOS]
-            prefix += _text_ids(text_len, gen) + [PALI_NEWLINE]
+            prefix += [*_text_ids(text_len, gen), PALI_NEWLINE]
             images += [torch.randn(3, size, size, generator=gen) for _ in range(n_images)]
             answer = _text_ids(suffix, gen)
             rows.append(prefix + answer)
@@ -300,7 +299,10 @@ def build_mistral3(layers: int = 6, seed: int = 0) -> Tiny:
             "patch_size": patch,
         },
         text_config={
-            **TEXT, "num_hidden_layers": layers, "model_type": "mistral", "sliding_window": None
+            **TEXT,
+            "num_hidden_layers": layers,
+            "model_type": "mistral",
+            "sliding_window": None,
         },
         image_token_index=MISTRAL_IMG,
         spatial_merge_size=merge,

@@ -2,8 +2,8 @@
 
 One file per backbone (``llava.py``, ``llava_next.py``, ``qwen2_5_vl.py``,
 ``internvl.py``, ``llava_onevision.py``, ``llava_next_video.py``, ``paligemma.py``,
-``idefics3.py``, ``smolvlm.py``, ``mistral3.py``), each naming the transformers modeling file it follows; the decoder logic
-they share is in ``base.py``.
+``idefics3.py``, ``smolvlm.py``, ``mistral3.py``), each naming the transformers modeling
+file it follows; the decoder logic they share is in ``base.py``.
 """
 
 from __future__ import annotations

@@ -150,7 +150,12 @@ class CallLifecycle:
         """The prefill's spans, 2-D mask and query positions (:func:`prefill_spans`), with
         one warning per runtime when ``inputs_embeds`` hide the visual rows."""
         found = prefill_spans(
-            self.visual_ids, call.logits_to_keep, input_ids, supplied, kwargs, self.joiner_ids
+            self.visual_ids,
+            call.logits_to_keep,
+            input_ids,
+            supplied,
+            kwargs,
+            joiner_ids=self.joiner_ids,
         )
         if found is None and kwargs.get("inputs_embeds") is not None and not self._warned_embeds:
             self._warned_embeds = True

@@ -148,6 +148,7 @@ def prefill_spans(
     input_ids: Any,
     supplied: Tensor | None,
     kwargs: dict[str, Any],
+    *,
     joiner_ids: Sequence[int] = (),
 ) -> tuple[VisualSpans, Tensor | None, Tensor] | None:
     """The visual spans of a prefill (from ``input_ids``, else from a visual mask the
