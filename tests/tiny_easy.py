@@ -330,6 +330,54 @@ def build_mistral3(layers: int = 6, seed: int = 0) -> Tiny:
     return Tiny("mistral3", model, per_image, build)
 
 
+def build_pixtral_llava(layers: int = 4, seed: int = 0) -> Tiny:
+    """Pixtral-12B's layout: a ``llava`` model with a Pixtral tower (no patch merge), a
+    56x56 image is 4 rows of 4 ``[IMG]`` ended by ``[IMG_BREAK]`` / ``[IMG_END]``."""
+    from transformers import LlavaConfig, LlavaForConditionalGeneration
+
+    torch.manual_seed(seed)
+    size, patch = 56, 14
+    cfg = LlavaConfig(
+        vision_config={
+            **VISION,
+            "model_type": "pixtral",
+            "num_attention_heads": 2,
+            "head_dim": 16,
+            "image_size": size,
+            "patch_size": patch,
+        },
+        text_config={
+            **TEXT,
+            "num_hidden_layers": layers,
+            "model_type": "mistral",
+            "sliding_window": None,
+        },
+        image_token_id=MISTRAL_IMG,
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="full",
+    )
+    model = LlavaForConditionalGeneration(cfg).eval()
+    side = size // patch
+
+    def build(samples: Sequence[Sequence[Segment]], seed: int) -> dict[str, Any]:
+        gen = torch.Generator().manual_seed(seed)
+        images: list[Tensor] = []
+
+        def image() -> list[int]:
+            images.append(torch.randn(3, size, size, generator=gen))
+            rows = [[MISTRAL_IMG] * side + [MISTRAL_BREAK] for _ in range(side)]
+            rows[-1][-1] = MISTRAL_END
+            return [t for r in rows for t in r]
+
+        out: dict[str, Any] = _left_pad(_rows(samples, gen, {"img": image}))
+        if images:
+            out["pixel_values"] = torch.stack(images)
+            out["image_sizes"] = torch.tensor([[size, size]] * len(images))
+        return out
+
+    return Tiny("pixtral_llava", model, side * side, build)
+
+
 BUILDERS: dict[str, Callable[..., Tiny]] = {
     "llava_onevision": build_llava_onevision,
     "llava_next_video": build_llava_next_video,

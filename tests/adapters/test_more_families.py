@@ -207,6 +207,18 @@ def test_mistral3_break_id_sources() -> None:
             del config.image_break_token_id
 
 
+def test_pixtral_as_llava_budgets_each_image() -> None:
+    """Pixtral-12B ships as a ``llava`` model: the LLaVA adapter joins its rows too."""
+    from tiny_easy import build_pixtral_llava
+
+    tiny = build_pixtral_llava()
+    inputs = tiny.prompt([[3, "img", 2, "img", 4], [2, "img", 5]], seed=5)
+    assert halfv.get_adapter_for(tiny.model).span_joiners(tiny.model) == {MISTRAL_BREAK}
+    stats = check_pruned_prefill(tiny.model, inputs, PRUNE.model_copy(update={"ssr_layer": 3}))
+    assert stats.span_sizes == ((16, 16), (16,))
+    assert stats.kept_visual_per_layer(1)[-1] == kept_count(16, 0.25)
+
+
 # --------------------------------------------------------------------------- PaliGemma
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
 def test_paligemma_prefix_and_suffix(attention: str) -> None:

@@ -39,7 +39,7 @@ from halfv.config import PruningConfig
 from halfv.errors import UnsupportedModelError
 from halfv.interfaces import SaturationDetector
 
-__all__ = ["TEKKEN_IMG", "TEKKEN_IMG_BREAK", "Mistral3Adapter"]
+__all__ = ["TEKKEN_IMG", "TEKKEN_IMG_BREAK", "Mistral3Adapter", "pixtral_row_joiners"]
 
 #: ``[IMG]`` and ``[IMG_BREAK]`` in Mistral's tekken vocabulary (special tokens 10 and 12)
 TEKKEN_IMG, TEKKEN_IMG_BREAK = 10, 12
@@ -81,17 +81,28 @@ class Mistral3Adapter(LlamaStyleAdapter):
 
     def span_joiners(self, model: nn.Module) -> frozenset[int]:
         """``{[IMG_BREAK]}``: the rows of one image form one span (module docstring)."""
-        if self.image_break_token_id is not None:
-            return frozenset({int(self.image_break_token_id)})
-        configured = getattr(model.config, "image_break_token_id", None)
-        if isinstance(configured, int):
-            return frozenset({configured})
-        if self.visual_token_ids(model) == (TEKKEN_IMG,):
-            return frozenset({TEKKEN_IMG_BREAK})
-        msg = (
-            f"adapter {self.name!r}: the [IMG] token id is {self.visual_token_ids(model)}, "
-            "not the Mistral tekken vocabulary's 10, so the [IMG_BREAK] id that joins an "
-            "image's rows into one span is unknown. Pass it: halfv.apply(model, config, "
-            "adapter=Mistral3Adapter(image_break_token_id=processor.image_break_token_id))"
-        )
-        raise UnsupportedModelError(msg)
+        return pixtral_row_joiners(self, model, self.image_break_token_id)
+
+
+def pixtral_row_joiners(
+    adapter: LlamaStyleAdapter, model: nn.Module, explicit: int | None
+) -> frozenset[int]:
+    """The ``[IMG_BREAK]`` id of a model whose images come from Pixtral's processor:
+    ``explicit``, else ``model.config.image_break_token_id``, else the tekken id (12) when
+    ``[IMG]`` is the tekken one (10); refused when none applies (module docstring)."""
+    if explicit is not None:
+        return frozenset({int(explicit)})
+    configured = getattr(model.config, "image_break_token_id", None)
+    if isinstance(configured, int):
+        return frozenset({configured})
+    image_ids = adapter.visual_token_ids(model)
+    if image_ids == (TEKKEN_IMG,):
+        return frozenset({TEKKEN_IMG_BREAK})
+    msg = (
+        f"adapter {adapter.name!r}: the [IMG] token id is {image_ids}, not the Mistral "
+        "tekken vocabulary's 10, so the [IMG_BREAK] id that joins an image's rows into one "
+        "span is unknown. Pass it: set model.config.image_break_token_id = "
+        "processor.image_break_token_id (or, for Mistral3, adapter="
+        "Mistral3Adapter(image_break_token_id=processor.image_break_token_id))"
+    )
+    raise UnsupportedModelError(msg)
