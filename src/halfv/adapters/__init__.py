@@ -1,8 +1,8 @@
 """Backbone adapters and the built-in plugin that registers them.
 
-One file per backbone (``llava.py``, ``llava_next.py``, ``qwen2_5_vl.py``,
-``internvl.py``), each naming the transformers modeling file it follows; the decoder logic
-they share is in ``base.py``.
+One file per backbone (``llava.py``, ``llava_next.py``, ``qwen2_vl.py``,
+``qwen2_5_vl.py``, ``qwen3_vl.py``, ``internvl.py``), each naming the transformers modeling
+file it follows; the decoder logic they share is in ``base.py``.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from halfv.adapters.internvl import InternVLAdapter
 from halfv.adapters.llava import LlavaAdapter
 from halfv.adapters.llava_next import LlavaNextAdapter
 from halfv.adapters.qwen2_5_vl import Qwen25VLAdapter
+from halfv.adapters.qwen2_vl import Qwen2VLAdapter
+from halfv.adapters.qwen3_vl import Qwen3VLAdapter, Qwen3VLMoeAdapter
 from halfv.interfaces import BackboneAdapter
 from halfv.plugins.hookspecs import hookimpl
 
@@ -22,6 +24,9 @@ __all__ = [
     "LlamaStyleAdapter",
     "LlavaAdapter",
     "LlavaNextAdapter",
+    "Qwen2VLAdapter",
+    "Qwen3VLAdapter",
+    "Qwen3VLMoeAdapter",
     "Qwen25VLAdapter",
     "register_adapters",
     "scale_schedule",
@@ -30,6 +35,14 @@ __all__ = [
 
 @hookimpl
 def register_adapters(register: Callable[[BackboneAdapter], None]) -> None:
-    """Register the four built-in adapters."""
-    for adapter_class in (LlavaAdapter, LlavaNextAdapter, Qwen25VLAdapter, InternVLAdapter):
+    """Register the built-in adapters."""
+    for adapter_class in (
+        LlavaAdapter,
+        LlavaNextAdapter,
+        Qwen25VLAdapter,
+        InternVLAdapter,
+        Qwen2VLAdapter,
+        Qwen3VLAdapter,
+        Qwen3VLMoeAdapter,
+    ):
         register(adapter_class())
