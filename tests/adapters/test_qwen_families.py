@@ -246,3 +246,43 @@ def test_moe_router_logits_in_a_pruned_prefill_are_refused() -> None:
         same = tiny.model(**inputs, output_router_logits=True)
     assert torch.equal(same.logits, plain.logits)
     assert torch.equal(same.aux_loss, plain.aux_loss)
+
+
+def test_stage_token_rows_follow_the_survivors() -> None:
+    """A ragged stage: sample 1 keeps two rows behind a dummy slot that points at a row
+    with features (the dummy must receive none)."""
+    from halfv.runtime.layout import StageLayout
+    from halfv.runtime.token_inputs import PendingTokenInputs, stage_token_rows
+
+    mask = torch.tensor([[0, 1, 1, 0, 1], [0, 0, 1, 1, 0]], dtype=torch.bool)
+    features = torch.arange(5.0)[:, None]  # feature k belongs to the k-th masked row
+    orig_pos = torch.tensor([[0, 2, 4], [2, 2, 3]])
+    valid = torch.tensor([[1, 1, 1], [0, 1, 1]], dtype=torch.bool)
+    layout = StageLayout(
+        orig_pos=orig_pos,
+        valid=valid,
+        visual=torch.zeros_like(valid),
+        prev_index=orig_pos,
+        has_dummies=True,
+    )
+    rows, index = stage_token_rows(PendingTokenInputs(mask, [features]), layout)
+    assert rows.tolist() == [[False, True, True], [False, True, True]]
+    assert index.tolist() == [1, 2, 3, 4]  # rows (0,2), (0,4), (1,2), (1,3)
+
+
+def test_more_feature_layers_than_declared_are_refused() -> None:
+    tiny = _tiny("qwen3_vl")
+
+    class TwoLayers(halfv.adapters.Qwen3VLAdapter):
+        name = "qwen3-vl-two"
+
+        def token_inputs(self, model: torch.nn.Module) -> Any:
+            spec = super().token_inputs(model)
+            return type(spec)(spec.module, spec.mask_arg, spec.features_arg, max_layers=2)
+
+    with (
+        halfv.apply(tiny.model, EARLY, adapter=TwoLayers()),
+        torch.no_grad(),
+        pytest.raises(UnsupportedModelError, match="max_layers is 2"),
+    ):
+        tiny.model(**tiny.prompt(MIXED))

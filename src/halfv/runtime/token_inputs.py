@@ -9,8 +9,8 @@ line up with the sequence. During a pruned prefill:
   the call, so the model skips its own add, and keeps them with the call;
 * :class:`AddTokenInputs` (a forward hook on each of the first ``max_layers`` decoder
   layers) adds layer ``i``'s features to the rows of the stage layer ``i`` ran on, with
-  :func:`stage_token_inputs` gathering the mask and the features at the survivors'
-  original positions (once per stage and layer).
+  :func:`stage_token_rows` gathering the mask at the survivors' original positions (once
+  per stage) and naming the feature rows they keep.
 
 The add is the model's own arithmetic (``hidden[mask] = hidden[mask] + features``, on a
 copy, features cast to the hidden states' dtype): with nothing pruned it is bit-equal to
@@ -40,7 +40,7 @@ __all__ = [
     "PendingTokenInputs",
     "TakeTokenInputs",
     "add_token_features",
-    "stage_token_inputs",
+    "stage_token_rows",
 ]
 
 
@@ -67,21 +67,17 @@ def add_token_features(hidden: Tensor, rows: Tensor, features: Tensor) -> Tensor
     return hidden
 
 
-def stage_token_inputs(
-    pending: PendingTokenInputs, layer: int, layout: StageLayout
-) -> tuple[Tensor, Tensor]:
-    """Layer ``layer``'s mask and features for a stage's slots.
+def stage_token_rows(pending: PendingTokenInputs, layout: StageLayout) -> tuple[Tensor, Tensor]:
+    """Which of a stage's slots receive features, and which feature rows they take.
 
     The stage keeps the slots ``layout.orig_pos`` (dummy slots are not ``valid``); a slot
-    receives features when its original row did, and the features of the kept rows are
-    taken in the stage's row-major order.
+    receives features when its original row did. Returns the bool ``[B, S]`` mask of those
+    slots and, in the stage's row-major order, the index of each one's feature row.
     """
     mask = pending.mask.to(layout.orig_pos.device).bool()
     feature_of = (mask.reshape(-1).cumsum(0) - 1).view_as(mask)  # row -> its feature index
     rows = mask.gather(1, layout.orig_pos) & layout.valid
-    index = feature_of.gather(1, layout.orig_pos)[rows]
-    features = pending.features[layer]
-    return rows, features[index.to(features.device)]
+    return rows, feature_of.gather(1, layout.orig_pos)[rows]
 
 
 def _check_depth(pending: PendingTokenInputs, features_arg: str, max_layers: int) -> None:
@@ -146,11 +142,14 @@ class AddTokenInputs:
 
 
 def _gathered(plan: PrefillPlan, pending: PendingTokenInputs, idx: int) -> tuple[Tensor, Tensor]:
-    """Layer ``idx``'s mask and features for the stage it ran on (cached in the plan)."""
+    """Layer ``idx``'s mask and features for the stage it ran on (the stage's rows are
+    found once per prefill and kept in the plan)."""
+    features = pending.features[idx]
     stage = max((s for s in plan.layouts if 0 < s <= idx), default=0)
     if stage == 0:
-        return pending.mask.bool(), pending.features[idx]
-    key = (stage, "token_inputs", idx)
+        return pending.mask.bool(), features
+    key = (stage, "token_inputs", pending.mask.device)
     if key not in plan.stage_kwargs:
-        plan.stage_kwargs[key] = stage_token_inputs(pending, idx, plan.layouts[stage])
-    return plan.stage_kwargs[key]  # type: ignore[no-any-return]
+        plan.stage_kwargs[key] = stage_token_rows(pending, plan.layouts[stage])
+    rows, index = plan.stage_kwargs[key]
+    return rows, features[index.to(features.device)]
