@@ -286,3 +286,17 @@ def test_more_feature_layers_than_declared_are_refused() -> None:
         pytest.raises(UnsupportedModelError, match="max_layers is 2"),
     ):
         tiny.model(**tiny.prompt(MIXED))
+
+
+@pytest.mark.parametrize(
+    "adapter_class",
+    [
+        halfv.adapters.Qwen2VLAdapter,
+        halfv.adapters.Qwen3VLAdapter,
+        halfv.adapters.Qwen3VLMoeAdapter,
+    ],
+)
+def test_adapter_contract(adapter_class: type[halfv.BackboneAdapter]) -> None:
+    from halfv.testing import check_adapter
+
+    check_adapter(adapter_class())
