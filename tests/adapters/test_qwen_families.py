@@ -18,7 +18,12 @@ import torch
 import halfv
 from halfv._compat import cache_kwarg
 from halfv.errors import UnsupportedModelError
-from halfv.testing import check_backbone, check_cached_decode, check_pruned_prefill
+from halfv.testing import (
+    check_backbone,
+    check_cached_decode,
+    check_pruned_prefill,
+    check_relevance_follows_attention,
+)
 from halfv.testing.reference import masked_reference
 from tiny_qwen3 import BUILDERS, DEEPSTACK, LAYERS, QwenTiny
 
@@ -64,6 +69,14 @@ def test_image_video_and_mixed_prompts(family: str, prompt: str) -> None:
     assert stats.visual_tokens == (expected,)
     assert stats.kept_visual_per_layer()[0] == expected
     assert stats.kept_visual_per_layer()[1] < expected
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_relevance_follows_attention_on_video_frames(family: str) -> None:
+    """Eager attention, a video of two temporal patches between text: SSR keeps the
+    model's own top-attended tokens (the mrope tables carry the frames' T/H/W positions)."""
+    tiny = _tiny(family, "eager")
+    check_relevance_follows_attention(tiny.model, tiny.prompt([[3, "vid", 5]], seed=8))
 
 
 @pytest.mark.parametrize("config", [EARLY, EARLY_FREEZE], ids=["prune", "freeze"])
