@@ -287,7 +287,7 @@ class TokenInputs:
     adapter names them here (:meth:`BackboneAdapter.token_inputs`); during a pruned
     prefill halfv takes them out of ``module``'s call and adds them itself after the same
     layers, gathered at each stage's surviving rows (:mod:`halfv.runtime.token_inputs`).
-    Other calls (decode, text only, keep-all schedules too) leave them to the model.
+    Other calls (decode steps, text-only prompts, a disabled handle) leave them to the model.
 
     Attributes:
         module: the module whose forward receives them as keyword arguments (usually
