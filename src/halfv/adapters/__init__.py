@@ -1,9 +1,8 @@
 """Backbone adapters and the built-in plugin that registers them.
 
-One file per backbone (``llava.py``, ``llava_next.py``, ``qwen2_5_vl.py``,
-``internvl.py``, ``llava_onevision.py``, ``llava_next_video.py``, ``paligemma.py``,
-``idefics3.py``, ``smolvlm.py``, ``mistral3.py``), each naming the transformers modeling
-file it follows; the decoder logic they share is in ``base.py``.
+One file per backbone family, each naming the transformers modeling file it follows; the
+decoder logic they share is in ``base.py``. :data:`BUILT_IN` lists them in registration
+order.
 """
 
 from __future__ import annotations
@@ -20,11 +19,14 @@ from halfv.adapters.llava_onevision import LlavaOnevisionAdapter
 from halfv.adapters.mistral3 import Mistral3Adapter
 from halfv.adapters.paligemma import PaliGemmaAdapter
 from halfv.adapters.qwen2_5_vl import Qwen25VLAdapter
+from halfv.adapters.qwen2_vl import Qwen2VLAdapter
+from halfv.adapters.qwen3_vl import Qwen3VLAdapter, Qwen3VLMoeAdapter
 from halfv.adapters.smolvlm import SmolVLMAdapter
 from halfv.interfaces import BackboneAdapter
 from halfv.plugins.hookspecs import hookimpl
 
 __all__ = [
+    "BUILT_IN",
     "Idefics3Adapter",
     "InternVLAdapter",
     "LlamaStyleAdapter",
@@ -34,24 +36,36 @@ __all__ = [
     "LlavaOnevisionAdapter",
     "Mistral3Adapter",
     "PaliGemmaAdapter",
+    "Qwen2VLAdapter",
+    "Qwen3VLAdapter",
+    "Qwen3VLMoeAdapter",
     "Qwen25VLAdapter",
     "SmolVLMAdapter",
     "register_adapters",
     "scale_schedule",
 ]
 
+#: the built-in adapter classes, in registration order
+BUILT_IN: tuple[type[BackboneAdapter], ...] = (
+    LlavaAdapter,
+    LlavaNextAdapter,
+    Qwen25VLAdapter,
+    InternVLAdapter,
+    # issue #20: the backbones people run in 2026
+    Qwen2VLAdapter,
+    Qwen3VLAdapter,
+    Qwen3VLMoeAdapter,
+    LlavaOnevisionAdapter,
+    LlavaNextVideoAdapter,
+    PaliGemmaAdapter,
+    Idefics3Adapter,
+    SmolVLMAdapter,
+    Mistral3Adapter,
+)
+
 
 @hookimpl
 def register_adapters(register: Callable[[BackboneAdapter], None]) -> None:
     """Register the built-in adapters."""
-    for adapter_class in (LlavaAdapter, LlavaNextAdapter, Qwen25VLAdapter, InternVLAdapter):
+    for adapter_class in BUILT_IN:
         register(adapter_class())
-    for more in (  # issue #20: the families that were nearly exact already
-        LlavaOnevisionAdapter,
-        LlavaNextVideoAdapter,
-        PaliGemmaAdapter,
-        Idefics3Adapter,
-        SmolVLMAdapter,
-        Mistral3Adapter,
-    ):
-        register(more())
