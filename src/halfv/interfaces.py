@@ -225,6 +225,9 @@ class AttentionParts:
 
     ``q_norm``/``k_norm`` are per-head norms applied before RoPE (``None`` if absent).
     ``sliding_window`` is the layer's window (``None`` for full attention).
+    ``query_gate``: ``q_proj`` gives, per head, the query then an output gate of the same
+    size (Qwen3-Next, Qwen3.5): relevance reads the query half, and the attention output
+    is multiplied by ``sigmoid(gate)`` before ``o_proj``.
     """
 
     input_layernorm: nn.Module
@@ -242,6 +245,7 @@ class AttentionParts:
     k_norm: nn.Module | None = None
     sliding_window: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    query_gate: bool = False
 
 
 #: ``(q, k, cos, sin) -> (q, k)`` with ``q``/``k`` ``[B, H, S, head_dim]`` and the tables

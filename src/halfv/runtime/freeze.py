@@ -23,7 +23,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from halfv.devices import module_device
-from halfv.interfaces import AttentionParts
+from halfv.interfaces import AttentionParts, RotaryFn
 from halfv.ops.relevance import rotate_half
 from halfv.runtime.layout import StageLayout, gather_rows
 
@@ -41,9 +41,22 @@ def query_rows_of(layout: StageLayout) -> tuple[Tensor, Tensor]:
     return layout.text_rows
 
 
-def _rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    cos, sin = cos[:, None].to(x.dtype), sin[:, None].to(x.dtype)
-    return x * cos + rotate_half(x) * sin
+def _rope(x: Tensor, cos: Tensor, sin: Tensor, fn: RotaryFn | None) -> Tensor:
+    """Rotate ``x`` ``[B, H, R, hd]`` by tables ``[B, R, rotary_dim]``: with the layer's own
+    function ``fn`` when it has one (partial, interleaved), else Llama's rotate-half."""
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    if fn is not None:
+        return fn(x, x, cos, sin)[0]
+    return x * cos[:, None] + rotate_half(x) * sin[:, None]
+
+
+def _query(parts: AttentionParts, projected: Tensor) -> tuple[Tensor, Tensor | None]:
+    """``[B, Q, H, hd]`` queries and, for a gated query, the ``[B, Q, H * hd]`` gate."""
+    b, q = projected.shape[:2]
+    if not parts.query_gate:
+        return projected.view(b, q, -1, parts.head_dim), None
+    query, gate = projected.view(b, q, -1, 2 * parts.head_dim).chunk(2, dim=-1)
+    return query, gate.reshape(b, q, -1)
 
 
 def _query_mask(
@@ -88,6 +101,7 @@ def frozen_visual_forward(
     cache: object | None,
     layer_idx: int,
     memo: dict[Any, Any] | None = None,
+    rotary_fn: RotaryFn | None = None,
 ) -> Tensor:
     """Run one decoder layer with frozen visual rows.
 
@@ -102,6 +116,8 @@ def frozen_visual_forward(
         memo: a dict kept for the prefill: the stage's shared inputs (query rows, rotary
             tables, query mask) are built by its first frozen layer and reused by the
             others.
+        rotary_fn: the layer's own rotary function (``LayerSpec.rotary``), or ``None``
+            for Llama's rotate-half over the whole head.
 
     Returns:
         ``[B, S, D]``: text rows updated, visual and dummy rows unchanged.
@@ -119,15 +135,15 @@ def frozen_visual_forward(
 
     x = parts.input_layernorm(hidden)
     xq = gather_rows(x, rows)
-    q = parts.q_proj(xq).view(b, rows.shape[1], -1, parts.head_dim)
+    q, gate = _query(parts, parts.q_proj(xq))
     k = parts.k_proj(x).view(b, s, -1, parts.head_dim)
     v = parts.v_proj(x).view(b, s, -1, parts.head_dim)
     if parts.q_norm is not None:
         q = parts.q_norm(q)
     if parts.k_norm is not None:
         k = parts.k_norm(k)
-    q = _rope(q.transpose(1, 2), cos_q, sin_q)
-    k = _rope(k.transpose(1, 2), cos, sin)
+    q = _rope(q.transpose(1, 2), cos_q, sin_q, rotary_fn)
+    k = _rope(k.transpose(1, 2), cos, sin, rotary_fn)
     v = v.transpose(1, 2)
     if cache is not None:
         k, v = cache.update(k, v, layer_idx)  # type: ignore[attr-defined]
@@ -137,6 +153,8 @@ def frozen_visual_forward(
         q, k, v, attn_mask=allowed, scale=parts.scaling, enable_gqa=True
     )
     attn = attn.transpose(1, 2).reshape(b, rows.shape[1], -1)
+    if gate is not None:  # a gated query (Qwen3.5): the output gate, as the model applies it
+        attn = attn * torch.sigmoid(gate)
     residual = gather_rows(hidden, rows)
     updated = residual + parts.o_proj(attn)
     updated = updated + parts.mlp(parts.post_attention_layernorm(updated))
