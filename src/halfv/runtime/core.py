@@ -40,7 +40,7 @@ from torch.utils.hooks import RemovableHandle
 
 from halfv._compat import cache_from_kwargs
 from halfv.config import PruningConfig
-from halfv.interfaces import AttentionParts, BackboneAdapter, IVRPolicy, SSRPolicy
+from halfv.interfaces import AttentionParts, BackboneAdapter, IVRPolicy, LayerSpec, SSRPolicy
 from halfv.runtime.caches import (
     check_cache,
     is_static_cache,
@@ -49,7 +49,7 @@ from halfv.runtime.caches import (
 from halfv.runtime.calls import SUPPORTED_ATTENTION, CallLifecycle
 from halfv.runtime.decode import compiled_decode_layer, decode_layer
 from halfv.runtime.distributed import check_tensor_parallel
-from halfv.runtime.freeze import frozen_visual_forward
+from halfv.runtime.freeze import check_blocks, frozen_visual_forward
 from halfv.runtime.hooks import (
     EntryEnter,
     EntryExit,
@@ -96,6 +96,8 @@ class PruningRuntime(CallLifecycle):
         self.layers: Sequence[nn.Module] = adapter.decoder_layers(model)
         config.check_depth(len(self.layers))
         self.parts: list[AttentionParts] = [adapter.attention_parts(la) for la in self.layers]
+        self.specs: list[LayerSpec] = adapter.layer_specs(model)
+        check_blocks(self.specs, self.parts, self.ssr_mode, config.ssr_layer)
         self.cache_index = [
             int(getattr(getattr(la, "self_attn", None), "layer_idx", i) or i)
             for i, la in enumerate(self.layers)
