@@ -10,19 +10,23 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from halfv.adapters.base import LlamaStyleAdapter, scale_schedule
+from halfv.adapters.glm4v import Glm4vAdapter
 from halfv.adapters.internvl import InternVLAdapter
 from halfv.adapters.llava import LlavaAdapter
 from halfv.adapters.llava_next import LlavaNextAdapter
 from halfv.adapters.qwen2_5_vl import Qwen25VLAdapter
+from halfv.adapters.qwen3_5 import Qwen35Adapter
 from halfv.interfaces import BackboneAdapter
 from halfv.plugins.hookspecs import hookimpl
 
 __all__ = [
+    "Glm4vAdapter",
     "InternVLAdapter",
     "LlamaStyleAdapter",
     "LlavaAdapter",
     "LlavaNextAdapter",
     "Qwen25VLAdapter",
+    "Qwen35Adapter",
     "register_adapters",
     "scale_schedule",
 ]
@@ -30,6 +34,13 @@ __all__ = [
 
 @hookimpl
 def register_adapters(register: Callable[[BackboneAdapter], None]) -> None:
-    """Register the four built-in adapters."""
-    for adapter_class in (LlavaAdapter, LlavaNextAdapter, Qwen25VLAdapter, InternVLAdapter):
+    """Register the built-in adapters."""
+    for adapter_class in (
+        LlavaAdapter,
+        LlavaNextAdapter,
+        Qwen25VLAdapter,
+        InternVLAdapter,
+        Qwen35Adapter,
+        Glm4vAdapter,
+    ):
         register(adapter_class())

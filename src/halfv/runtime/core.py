@@ -50,7 +50,7 @@ from halfv.runtime.caches import (
 from halfv.runtime.calls import SUPPORTED_ATTENTION, CallLifecycle
 from halfv.runtime.decode import compiled_decode_layer, decode_layer
 from halfv.runtime.distributed import check_tensor_parallel
-from halfv.runtime.freeze import frozen_visual_forward
+from halfv.runtime.freeze import check_blocks, frozen_visual_forward
 from halfv.runtime.hooks import (
     EntryEnter,
     EntryExit,
@@ -111,6 +111,7 @@ class PruningRuntime(CallLifecycle):
             for i, la in enumerate(self.layers)
             if i not in self.linear
         }
+        check_blocks(self.specs, self.parts, self.ssr_mode, config.ssr_layer)
         self.cache_index = [
             int(getattr(getattr(la, "self_attn", None), "layer_idx", i) or i)
             for i, la in enumerate(self.layers)
