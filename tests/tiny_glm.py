@@ -62,7 +62,7 @@ def build_glm4v(
     import transformers
 
     torch.manual_seed(seed)
-    vision = {
+    vision: dict[str, Any] = {
         "depth": 1,
         "hidden_size": 32,
         "intermediate_size": 64,
@@ -144,7 +144,7 @@ def build_qwen35(layers: int = 6, grid: int = 8, seed: int = 0, moe: bool = Fals
             moe_intermediate_size=32,
             shared_expert_intermediate_size=32,
         )
-    vision = {
+    vision: dict[str, Any] = {
         "depth": 1,
         "hidden_size": 32,
         "intermediate_size": 64,

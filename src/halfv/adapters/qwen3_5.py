@@ -48,14 +48,15 @@ def model_rotary(attention: nn.Module) -> RotaryFn:
 def snap_schedule(config: PruningConfig, specs: list[LayerSpec]) -> PruningConfig:
     """Move a (depth-scaled) schedule onto layers whose scoring layer is attention.
 
-    The IVR layer moves to the first valid layer at or after it (a prune before the first
-    attention layer is refused); the SSR layer to the nearest valid layer after the IVR
-    layer (the shallower one on a tie), or is dropped when there is none.
+    The IVR layer moves to the nearest valid layer (every valid layer comes after the
+    first attention layer; a prune before it is refused), the SSR layer to the nearest
+    valid layer after the IVR layer, or is dropped when there is none; the shallower
+    one on a tie.
     """
     valid = valid_scored_layers(specs)
     if not valid:
         return config
-    ivr = next((v for v in valid if v >= config.ivr_layer), valid[-1])
+    ivr = min(valid, key=lambda v: (abs(v - config.ivr_layer), v))
     update: dict[str, Any] = {"ivr_layer": ivr}
     target = config.ssr_layer
     if target is not None:
