@@ -115,8 +115,11 @@ def build_glm4v(
     return _grid_prompt(model, kind, grid * grid // 4, grid, 14)
 
 
-def build_qwen35(layers: int = 6, grid: int = 8, seed: int = 0, moe: bool = False) -> Tiny:
-    """Qwen3.5 (or Qwen3.5-MoE with ``moe=True``): linear and full attention alternating."""
+def build_qwen35(
+    layers: int = 6, grid: int = 8, seed: int = 0, moe: bool = False, interval: int = 2
+) -> Tiny:
+    """Qwen3.5 (or Qwen3.5-MoE with ``moe=True``): a full-attention layer every
+    ``interval`` layers (the released models: 4), linear-attention layers between."""
     import transformers
 
     torch.manual_seed(seed)
@@ -128,7 +131,7 @@ def build_qwen35(layers: int = 6, grid: int = 8, seed: int = 0, moe: bool = Fals
         "linear_value_head_dim": 16,
         "linear_num_key_heads": 2,
         "linear_num_value_heads": 4,
-        "full_attention_interval": 2,
+        "full_attention_interval": interval,
         "rope_parameters": {
             "rope_type": "default",
             "rope_theta": 1e4,

@@ -207,12 +207,26 @@ def test_default_schedule_end_to_end(family: str) -> None:
     assert (config.ivr_layer, config.ssr_layer, config.ssr_mode) == (*expected, "prune")
     stats = check_pruned_prefill(tiny.model, inputs, config)
     assert stats.kept_visual_per_layer()[-1] < stats.kept_visual_per_layer()[0]
-    check_cached_decode(tiny.model, inputs, config)
+    check_cached_decode(tiny.model, inputs, config, new_tokens=2)
     with halfv.apply(tiny.model) as handle, torch.no_grad():
         tiny.model.generate(**inputs, max_new_tokens=2, do_sample=False)
         stats = handle.stats
     assert stats is not None
     assert stats.ssr_mode == "prune"
+
+
+def test_qwen35_released_layout_default_schedule() -> None:
+    """With the released layout (full attention at layers 3 and 7 of 8) the only layer
+    that may score is 3: the default IVR is 4, no SSR stage fits, and the pruned prefill
+    and its cached decode equal the reference."""
+    tiny = build_qwen35(layers=8, interval=4)
+    inputs = tiny.prompt(PROMPT)
+    config = Qwen35Adapter().default_config(tiny.model)
+    assert (config.ivr_layer, config.ssr_layer, config.ssr_mode) == (4, None, "none")
+    check_pruned_prefill(tiny.model, inputs, config)
+    check_cached_decode(tiny.model, inputs, config, new_tokens=2)
+    with pytest.raises(ConfigError, match="ivr_layer >= 4"):
+        halfv.apply(tiny.model, config.model_copy(update={"ivr_layer": 3}))
 
 
 def test_qwen35_default_schedule_on_real_depths() -> None:
