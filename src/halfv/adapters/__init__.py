@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from halfv.adapters.base import LlamaStyleAdapter, scale_schedule
+from halfv.adapters.glm4v import Glm4vAdapter
 from halfv.adapters.idefics3 import Idefics3Adapter
 from halfv.adapters.internvl import InternVLAdapter
 from halfv.adapters.llava import LlavaAdapter
@@ -20,6 +21,7 @@ from halfv.adapters.mistral3 import Mistral3Adapter
 from halfv.adapters.paligemma import PaliGemmaAdapter
 from halfv.adapters.qwen2_5_vl import Qwen25VLAdapter
 from halfv.adapters.qwen2_vl import Qwen2VLAdapter
+from halfv.adapters.qwen3_5 import Qwen35Adapter
 from halfv.adapters.qwen3_vl import Qwen3VLAdapter, Qwen3VLMoeAdapter
 from halfv.adapters.smolvlm import SmolVLMAdapter
 from halfv.interfaces import BackboneAdapter
@@ -27,6 +29,7 @@ from halfv.plugins.hookspecs import hookimpl
 
 __all__ = [
     "BUILT_IN",
+    "Glm4vAdapter",
     "Idefics3Adapter",
     "InternVLAdapter",
     "LlamaStyleAdapter",
@@ -40,6 +43,7 @@ __all__ = [
     "Qwen3VLAdapter",
     "Qwen3VLMoeAdapter",
     "Qwen25VLAdapter",
+    "Qwen35Adapter",
     "SmolVLMAdapter",
     "register_adapters",
     "scale_schedule",
@@ -55,6 +59,8 @@ BUILT_IN: tuple[type[BackboneAdapter], ...] = (
     Qwen2VLAdapter,
     Qwen3VLAdapter,
     Qwen3VLMoeAdapter,
+    Qwen35Adapter,
+    Glm4vAdapter,
     LlavaOnevisionAdapter,
     LlavaNextVideoAdapter,
     PaliGemmaAdapter,

@@ -13,6 +13,10 @@ cache is shorter than an unpruned layer's by ``T - S``. Two kinds of transformer
   it holds exactly the stage's slots plus the same room for generated tokens as layer 0,
   and the decode masks remapped from layer 0 (``halfv.runtime.layout``) match its length.
 
+A linear-attention layer's cache (``LinearAttentionLayer``: Qwen3.5's conv and recurrent
+states) has no sequence axis, so it is the same whatever a prune removed; it may sit in
+either kind of cache.
+
 Any other cache (quantized, offloaded, sliding-window static layers) is refused when a
 prompt would be shortened, with a message that names the fix; at keep 1.0 nothing is
 shortened and every cache passes.
@@ -34,15 +38,26 @@ def _layers(cache: Any) -> list[Any]:
     return list(layers) if layers is not None else []
 
 
+def _linear_layer_type() -> type | None:
+    from transformers import cache_utils
+
+    return getattr(cache_utils, "LinearAttentionLayer", None)
+
+
+def _all_of(cache: Any, kind: type) -> bool:
+    """Every layer is exactly ``kind`` or a linear-attention layer (no sequence axis)."""
+    linear = _linear_layer_type()
+    return all(type(layer) is kind or type(layer) is linear for layer in _layers(cache))
+
+
 def is_static_cache(cache: Any) -> bool:
-    """Whether ``cache`` is a transformers ``StaticCache`` of plain static layers."""
+    """Whether ``cache`` is a transformers ``StaticCache`` of plain static layers (and
+    linear-attention layers)."""
     if cache is None:
         return False
     from transformers.cache_utils import StaticCache, StaticLayer
 
-    return isinstance(cache, StaticCache) and all(
-        type(layer) is StaticLayer for layer in _layers(cache)
-    )
+    return isinstance(cache, StaticCache) and _all_of(cache, StaticLayer)
 
 
 def check_cache(cache: Any) -> None:
@@ -54,9 +69,7 @@ def check_cache(cache: Any) -> None:
         return
     from transformers.cache_utils import DynamicCache, DynamicLayer
 
-    if isinstance(cache, DynamicCache) and all(
-        type(layer) is DynamicLayer for layer in _layers(cache)
-    ):
+    if isinstance(cache, DynamicCache) and _all_of(cache, DynamicLayer):
         return
     kinds = sorted({type(layer).__name__ for layer in _layers(cache)})
     msg = (
@@ -92,6 +105,8 @@ def size_static_layer(cache: Any, layer_idx: int, removed: int) -> None:
     if layer_idx >= len(layers) or removed <= 0:
         return
     layer = layers[layer_idx]
+    if type(layer) is _linear_layer_type():  # a recurrent state: no length to size
+        return
     if getattr(layer, "is_initialized", False) and not hasattr(layer, _FULL_LENGTH):
         msg = (
             f"halfv: static cache layer {layer_idx} was allocated before the pruned prefill "

@@ -40,7 +40,8 @@ from torch.utils.hooks import RemovableHandle
 
 from halfv._compat import cache_from_kwargs
 from halfv.config import PruningConfig
-from halfv.interfaces import AttentionParts, BackboneAdapter, IVRPolicy, SSRPolicy
+from halfv.errors import HalfvTypeError
+from halfv.interfaces import AttentionParts, BackboneAdapter, IVRPolicy, LayerSpec, SSRPolicy
 from halfv.runtime.caches import (
     check_cache,
     is_static_cache,
@@ -49,7 +50,7 @@ from halfv.runtime.caches import (
 from halfv.runtime.calls import SUPPORTED_ATTENTION, CallLifecycle
 from halfv.runtime.decode import compiled_decode_layer, decode_layer
 from halfv.runtime.distributed import check_tensor_parallel
-from halfv.runtime.freeze import frozen_visual_forward
+from halfv.runtime.freeze import check_blocks, frozen_visual_forward
 from halfv.runtime.hooks import (
     EntryEnter,
     EntryExit,
@@ -60,6 +61,7 @@ from halfv.runtime.hooks import (
     Tap,
     find_runtime,
 )
+from halfv.runtime.layer_kinds import check_layer_kinds
 from halfv.runtime.plan import PrefillPlan, PruneStats
 from halfv.runtime.stage_inputs import hidden_of, stage_kwargs, with_hidden
 from halfv.runtime.stages import (
@@ -96,7 +98,21 @@ class PruningRuntime(CallLifecycle):
         self.ssr_mode: ResolvedSSR = ssr_mode if config.ssr_layer is not None else "none"
         self.layers: Sequence[nn.Module] = adapter.decoder_layers(model)
         config.check_depth(len(self.layers))
-        self.parts: list[AttentionParts] = [adapter.attention_parts(la) for la in self.layers]
+        self.specs: list[LayerSpec] = adapter.layer_specs(model)
+        if len(self.specs) != len(self.layers):
+            msg = (
+                f"adapter {adapter.name!r}: layer_specs() gave {len(self.specs)} specs for "
+                f"{len(self.layers)} decoder layers; give one LayerSpec per layer"
+            )
+            raise HalfvTypeError(msg)
+        #: linear-attention layers (:mod:`halfv.runtime.layer_kinds`): no attention parts
+        self.linear = frozenset(i for i, spec in enumerate(self.specs) if spec.kind == "linear")
+        self.parts: dict[int, AttentionParts] = {
+            i: adapter.attention_parts(la)
+            for i, la in enumerate(self.layers)
+            if i not in self.linear
+        }
+        check_blocks(self.specs, self.parts, self.ssr_mode, config.ssr_layer)
         self.cache_index = [
             int(getattr(getattr(la, "self_attn", None), "layer_idx", i) or i)
             for i, la in enumerate(self.layers)
@@ -114,6 +130,7 @@ class PruningRuntime(CallLifecycle):
         #: schedule is the same: a copy may decode from a cache the original prefilled)
         self.plan_key = f"{id(self):x}"
         self.scoring_layers = self._scoring_layers()
+        check_layer_kinds(config, self.specs, self.scoring_layers)
         check_tensor_parallel((i, self.parts[i]) for i in self.scoring_layers)
         self._handles: list[RemovableHandle] = []
         self._overrides: list[tuple[nn.Module, Any]] = []
@@ -219,8 +236,8 @@ class PruningRuntime(CallLifecycle):
         call = self._slot.call
         if call is None or call.plan is None:
             return None
-        if call.mode == "decode":
-            return decode_layer(idx, call, call.plan, args, kwargs)
+        if call.mode == "decode":  # a linear layer's state has no positions to remap
+            return None if idx in self.linear else decode_layer(idx, call, call.plan, args, kwargs)
         if call.mode == "prefill":
             return self._prefill_layer(idx, call, call.plan, args, kwargs)
         return None
@@ -253,7 +270,7 @@ class PruningRuntime(CallLifecycle):
             )
         stage = max((s for s in plan.layouts if 0 < s <= idx), default=0)
         if stage:
-            kwargs = stage_kwargs(stage, plan, kwargs)
+            kwargs = stage_kwargs(stage, plan, kwargs, linear=idx in self.linear)
             removed = plan.prompt_len - plan.layouts[stage].length
             if removed > 0 and call.static_cache:
                 size_static_layer(call.cache, self.cache_index[idx], removed)
@@ -266,6 +283,7 @@ class PruningRuntime(CallLifecycle):
                 self.parts[idx],
                 rope=self.scoring_layers[idx],
                 scale=self.config.relevance_scaling,
+                rotary_fn=self.specs[idx].rotary,
             )
             call.armed, call.tapped = idx, {}
         return with_hidden(hidden, args, kwargs)
@@ -288,6 +306,8 @@ class PruningRuntime(CallLifecycle):
         self, idx: int, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
         """A layer's decode step inside ``torch.compile`` (:mod:`halfv.runtime.decode`)."""
+        if idx in self.linear:
+            return None
         return compiled_decode_layer(self._plans, idx, args, kwargs)
 
     def frozen_forward(
@@ -300,9 +320,12 @@ class PruningRuntime(CallLifecycle):
         if layout is None:
             return original(*args, **kwargs)
         hidden = hidden_of(args, kwargs)
-        if call.record_outputs or (torch.is_grad_enabled() and hidden.requires_grad):
+        grad = torch.is_grad_enabled() and hidden.requires_grad
+        if call.record_outputs or grad or idx in self.linear:
             # The layer's own forward, then the visual rows put back: the same text rows
             # and cache, with the layer's attention weights reported (and autograd intact).
+            # A linear-attention layer always takes this path: its recurrence reads every
+            # row in order, so freezing keeps its visual rows but saves nothing there.
             out = original(*args, **kwargs)
             updated = out[0] if isinstance(out, tuple) else out
             keep = (layout.visual | ~layout.valid).to(updated.device)[..., None]
@@ -317,6 +340,7 @@ class PruningRuntime(CallLifecycle):
             cache=cache_from_kwargs(kwargs),
             layer_idx=self.cache_index[idx],
             memo=call.plan.stage_kwargs,
+            rotary_fn=self.specs[idx].rotary,
         )
 
     # ------------------------------------------------------------------ stats

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from halfv.devices import module_device
 from halfv.errors import HalfvValueError
-from halfv.interfaces import AttentionParts, IVRPolicy, SSRPolicy
+from halfv.interfaces import AttentionParts, IVRPolicy, RotaryFn, SSRPolicy
 from halfv.ops.spans import VisualSpans, find_visual_spans, spans_from_mask
 from halfv.runtime.distributed import head_group
 from halfv.runtime.layout import gather_rows, next_layout
@@ -48,9 +48,10 @@ def pending_score(
     *,
     rope: bool,
     scale: bool,
+    rotary_fn: RotaryFn | None = None,
 ) -> PendingScore:
     """What scoring layer ``idx`` needs once its projections are tapped (RoPE on for the
-    SSR pass)."""
+    SSR pass, with the layer's own rotary function ``rotary_fn`` when it has one)."""
     layout = plan.current_layout(idx)
     rows, segment = plan.visual_rows(layout)
     rotary = None
@@ -71,6 +72,7 @@ def pending_score(
         rotary=rotary,
         scale=scale,
         head_group=head_group(parts, idx),  # tensor parallelism: sum heads across ranks
+        rotary_fn=rotary_fn,
     )
 
 

@@ -66,6 +66,14 @@ def _greedy(model: nn.Module, inputs: Mapping[str, Any], n: int) -> Tensor:
         return model.generate(**inputs, max_new_tokens=n, do_sample=False)  # type: ignore[no-any-return,operator]
 
 
+def _row_subset(adapter: BackboneAdapter, model: nn.Module, given: Sequence[int]) -> list[int]:
+    """``given``, else the adapter's linear-attention layers (``LayerSpec.kind``), which
+    the reference runs on the surviving rows (they have no attention mask to edit)."""
+    if given:
+        return list(given)
+    return [i for i, spec in enumerate(adapter.layer_specs(model)) if spec.kind == "linear"]
+
+
 def _schedule(adapter: BackboneAdapter, model: nn.Module) -> tuple[int, int]:
     """An IVR and an SSR layer inside the model: the second layer and two thirds down."""
     n = adapter.num_layers(model)
@@ -127,7 +135,7 @@ def check_pruned_prefill(
         layers=ada.decoder_layers(model),
         visual_ids=ada.visual_token_ids(model),
         frozen_from=frozen_from,
-        row_subset_layers=row_subset_layers,
+        row_subset_layers=_row_subset(ada, model, row_subset_layers),
     )
     expected = ref.logits[:, -1]
     if not torch.allclose(logits, expected, atol=atol, rtol=atol):
@@ -146,6 +154,7 @@ def check_relevance_follows_attention(
     *,
     adapter: BackboneAdapter | None = None,
     ssr_keep: float = 0.25,
+    row_subset_layers: Sequence[int] = (),
 ) -> None:
     """Under eager attention, SSR ``prune`` keeps the model's own top-attended tokens.
 
@@ -176,6 +185,7 @@ def check_relevance_follows_attention(
         layers=ada.decoder_layers(model),
         visual_ids=ada.visual_token_ids(model),
         attention_layers=(ssr - 1,),
+        row_subset_layers=_row_subset(ada, model, row_subset_layers),
     )
     ids: Tensor = inputs["input_ids"]
     visual = torch.isin(ids, torch.tensor(ada.visual_token_ids(model)))
@@ -203,6 +213,7 @@ def check_cached_decode(
     adapter: BackboneAdapter | None = None,
     new_tokens: int = 3,
     atol: float = 1e-4,
+    row_subset_layers: Sequence[int] = (),
 ) -> None:
     """Logits of each cached decode step equal a from-scratch recompute of the grown
     prompt: :func:`masked_reference` with the prefill's kept positions (the generated
@@ -233,6 +244,7 @@ def check_cached_decode(
             layers=ada.decoder_layers(model),
             visual_ids=ada.visual_token_ids(model),
             frozen_from=frozen_from,
+            row_subset_layers=_row_subset(ada, model, row_subset_layers),
         ).logits[:, -1]
         if not torch.allclose(out.logits[step], ref, atol=atol, rtol=atol):
             diff = float((out.logits[step] - ref).abs().max())
@@ -291,7 +303,11 @@ def check_backbone(
         check_pruned_prefill(
             model, inputs, config, adapter=adapter, atol=atol, row_subset_layers=row_subset_layers
         )
-        check_cached_decode(model, inputs, config, adapter=adapter, atol=atol)
+        check_cached_decode(
+            model, inputs, config, adapter=adapter, atol=atol, row_subset_layers=row_subset_layers
+        )
     attn = getattr(getattr(model, "config", None), "_attn_implementation", None)
     if attn == "eager" and "prune" in modes:
-        check_relevance_follows_attention(model, inputs, adapter=adapter)
+        check_relevance_follows_attention(
+            model, inputs, adapter=adapter, row_subset_layers=row_subset_layers
+        )
