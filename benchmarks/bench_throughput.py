@@ -126,6 +126,8 @@ def two_sides(run: uv.Run, model: Any) -> Iterator[dict[str, Any]]:
     """
     shared = {id(t): t for t in (*model.parameters(), *model.buffers())}
     twin = copy.deepcopy(model, shared)
+    for name in ("_compiled_call", "_last_compile_config"):  # a copy would call the original
+        twin.__dict__.pop(name, None)
     sides = {"unpruned": model, "halfv": twin}
     with ExitStack() as stack:
         if vision_of(model, run.args) == "fast":
