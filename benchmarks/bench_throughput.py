@@ -61,7 +61,7 @@ DOCS_START, DOCS_END = "<!-- throughput:start -->", "<!-- throughput:end -->"
 #: what --cpu-smoke overrides: tiny models, few tokens, batch 1 and 2, short answers
 SMOKE: dict[str, Any] = {
     "device": "cpu", "dtype": "float32", "tokens": [64], "batches": [1, 2], "new": [3, 5],
-    "cut": [], "repeats": 1, "budget_s": 0.0, "compile_backend": "eager",
+    "repeats": 1, "budget_s": 0.0, "compile_backend": "eager",
 }  # fmt: skip
 
 
