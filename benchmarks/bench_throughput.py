@@ -1,29 +1,23 @@
 """Decode and batched throughput of ``generate`` under one cache recipe, unpruned vs halfv.
 
-The issue's third user-view measurement (docs/speed.md, "Decode and throughput"): new
-tokens per second of greedy ``generate`` at batch 1, 8 and 16 with 64 and 256 new tokens,
-and the cost of one decode step, ``(generate(n) - generate(1)) / (n - 1)``, on the same
-real-size random-weight models as ``bench_user_view`` (whose builders, inputs and timer it
-reuses). Both sides run the same recipe (``--recipe``):
+New tokens per second of greedy ``generate`` (batch x new / time, prefill included) at
+batch 1, 8 and 16 with 64 and 256 new tokens, and ms per decode step, ``(generate(n) -
+generate(1)) / (n - 1)``, on ``bench_user_view``'s real-size random-weight models (its
+builders, inputs and timer). Both sides run the same ``--recipe``: ``dynamic``
+(``DynamicCache``, eager), ``static`` (``cache_implementation="static"``,
+``disable_compile=True``: on CUDA transformers would compile by itself) or
+``static-compiled`` (transformers' fast-generation recipe: static cache, decode step
+compiled by ``generate`` with ``CompileConfig(fullgraph=True, dynamic=False,
+mode="reduce-overhead")``, the prefill eager; ``--cpu-smoke``: the ``eager`` backend).
 
-* ``dynamic``: transformers' default ``DynamicCache``, eager decode;
-* ``static``: ``cache_implementation="static"`` with ``disable_compile=True`` (on CUDA
-  transformers would otherwise compile the decode step by itself);
-* ``static-compiled``: transformers' fast-generation recipe, a static cache and the decode
-  step compiled by ``generate`` itself (``compile_config=CompileConfig(fullgraph=True,
-  mode="reduce-overhead", dynamic=False)``: inductor and CUDA graphs; the prefill stays
-  eager). ``--cpu-smoke`` compiles with the ``eager`` backend (tracing only).
+A (model, N, batch)'s static cache is sized once for its longest call, so all its calls
+share one decode shape: one compiled graph per side and batch. Compilation is warmup: each
+side first runs one untimed ``--warm-new`` (4) token call with that cache (it compiles
+the step and records the CUDA graph); the JSON counts the graphs each warmup compiled and
+any compiled while timing (``recompiles_timed``, 0 expected). Sides in turn, the order
+reversed every other round; medians. How and why: docs/speed.md, "Decode and throughput".
 
-The static cache of a (model, N, batch) is sized once for its longest call (``max_cache_len``
-= prompt + the largest new-token count), so ``generate(1)``, ``generate(64)`` and
-``generate(256)`` share one decode shape and one compiled graph per side; the compiled
-shapes are sides x batches per (model, N). Compilation is warmup: each side runs its
-longest call once untimed per (model, N, batch) before any timing, and the JSON records
-the graphs that warmup compiled and any compiled while timing (``recompiles_timed``,
-which should be 0). The sides take turns, the order reversed every other round; medians.
-
-    PYTHONPATH=src python benchmarks/bench_throughput.py --models llava-1.5-7b --tokens 576 \\
-        --out benchmarks/results/throughput-llava.json
+    PYTHONPATH=src python benchmarks/bench_throughput.py --models llava-1.5-7b --tokens 576
     python benchmarks/bench_throughput.py --from-json A.json B.json --write-docs
     python benchmarks/bench_throughput.py --cpu-smoke --out /tmp/tp.json   # tiny, CPU
 """
@@ -77,7 +71,7 @@ def recipe_kwargs(recipe: str, cache_len: int, backend: str, device: str) -> dic
 
     mode = "reduce-overhead" if backend == "inductor" and device == "cuda" else None
     config = CompileConfig(fullgraph=True, dynamic=False, backend=backend, mode=mode)  # type: ignore[arg-type]
-    config._compile_all_devices = device != "cuda"  # CPU: compile anyway (tests, smoke)
+    config._compile_all_devices = device != "cuda"  # type: ignore[assignment]  # CPU too
     return kwargs | {"compile_config": config}
 
 
@@ -129,16 +123,14 @@ def two_sides(run: uv.Run, model: Any) -> Iterator[dict[str, Any]]:
     for name in ("_compiled_call", "_last_compile_config"):  # a copy would call the original
         twin.__dict__.pop(name, None)
     sides = {"unpruned": model, "halfv": twin}
+    fast = vision_of(model, run.args) == "fast"
     with ExitStack() as stack:
-        if vision_of(model, run.args) == "fast":
-            handles = [stack.enter_context(fast_vision(m)) for m in sides.values()]
+        handles = [stack.enter_context(fast_vision(m)) for m in sides.values() if fast]
         stack.enter_context(halfv.apply(twin))
         try:
             yield sides
         finally:
-            if vision_of(model, run.args) == "fast":
-                for handle in handles:
-                    run.backends |= handle.backends_used
+            run.backends.update(*(handle.backends_used for handle in handles))
 
 
 @torch.inference_mode()
@@ -173,8 +165,9 @@ def cell(run: uv.Run, key: str, sides: dict[str, Any], nominal: int, batch: int)
     for side in SIDES:  # compilation warmup: each side's decode shape, before any timing
         forget_cache_length(sides[side])
         before = dynamo_counts()
-        ms, out = run.timed(calls[side][max(news)])
-        uv.check_length(out, inputs, max(news))
+        warm_call = generate_fn(sides[side], inputs, args.warm_new, kwargs)
+        ms, out = run.timed(warm_call)
+        uv.check_length(out, inputs, args.warm_new)
         after = dynamo_counts()
         warm[side] = {"warmup_ms": ms, "graphs_compiled": after["graphs"] - before["graphs"]}
     samples: dict[tuple[str, int], list[float]] = {(s, n): [] for s in SIDES for n in calls[s]}
@@ -258,7 +251,7 @@ def run_all(run: uv.Run) -> None:
 def merged(paths: Sequence[Path]) -> dict[str, Any]:
     """Several results files as one (records concatenated; the first file's meta)."""
     files = [json.loads(p.read_text(encoding="utf-8")) for p in paths]
-    data = {"meta": dict(files[0]["meta"]), "records": [], "speedups": []}
+    data: dict[str, Any] = {"meta": dict(files[0]["meta"]), "records": [], "speedups": []}
     for f in files:
         data["records"] += f["records"]
         data["speedups"] += f["speedups"]
@@ -344,6 +337,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--compile-backend", default="inductor", help="torch.compile backend (static-compiled)")
     add("--fast-vision", action="store_true", help="halfv.accel.fast_vision on both sides")
     add("--repeats", type=int, default=2, help="timed rounds per (model, N, batch)")
+    add("--warm-new", type=int, default=4, help="new tokens of each side's untimed call")
     add("--text-tokens", type=int, default=60)
     add("--budget-s", type=float, default=270.0, help="skip cells starting later (0: no limit)")
     add("--grace-s", type=float, default=20.0, help="stop a cell's rounds after budget + grace")
@@ -376,14 +370,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         threads = torch.get_num_threads()
         if args.cpu_smoke:
             torch.set_num_threads(1)
-        torch._dynamo.config.recompile_limit = args.recompile_limit
-        torch._dynamo.config.accumulated_recompile_limit = max(
-            torch._dynamo.config.accumulated_recompile_limit, 4 * args.recompile_limit
-        )
-        # bench_user_view's Run reads these of the user-view options
-        extra = {"short": 0, "long": 0, "throughput_tokens": 0, "warmup": 1}
-        for name, value in extra.items():
-            setattr(args, name, value)
+        limits = {"recompile_limit": 1, "accumulated_recompile_limit": 4}  # torch >= 2.6
+        for name, times in limits.items():
+            if hasattr(torch._dynamo.config, name):
+                limit = max(getattr(torch._dynamo.config, name), times * args.recompile_limit)
+                setattr(torch._dynamo.config, name, limit)
         run = uv.Run(args, run_meta(args))
         where = f"{args.models}, N {args.tokens}, batches {args.batches}, new {args.new}"
         bc.emit(f"bench_throughput on {run.data['meta']['device_name']}: {where}, {args.recipe}")
@@ -408,9 +399,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 WARMUP_NOTE = (
-    "per (model, N, batch) each side first runs its longest generate once untimed, which "
-    "compiles its decode shape (static-compiled) and records the CUDA graph; graphs_compiled "
-    "counts them, recompiles_timed counts graphs compiled during the timed rounds"
+    "per (model, N, batch) each side first runs one untimed generate of warm_new tokens with "
+    "the cell's cache length, which compiles its decode step (static-compiled) and records "
+    "the CUDA graph; graphs_compiled counts them, recompiles_timed counts graphs compiled "
+    "during the timed rounds (0: the timings exclude compilation)"
 )
 
 

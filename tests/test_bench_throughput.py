@@ -56,7 +56,9 @@ def test_throughput_cpu_smoke(bench: ModuleType, tmp_path: Path) -> None:
         assert rec["max_cache_len"] == rec["prompt"] + (5 if batch == 1 else 3)
         assert len(rec["samples_ms"]) == len(rec["samples_1_ms"]) == meta["repeats"]
         assert rec["tokens_per_s"] == pytest.approx(batch * new / rec["median_ms"] * 1e3)
-        steps = [(t - o) / (new - 1) for t, o in zip(rec["samples_ms"], rec["samples_1_ms"])]
+        steps = [
+            (t - o) / (new - 1) for t, o in zip(rec["samples_ms"], rec["samples_1_ms"], strict=True)
+        ]
         assert rec["ms_per_step"] == pytest.approx(sorted(steps)[len(steps) // 2])
     assert len(data["speedups"]) == 3
 

@@ -30,7 +30,10 @@ from tiny import BUILDERS, Tiny
 
 PRUNE = halfv.PruningConfig(ivr_layer=2, ivr_keep=0.25, ssr_layer=3, ssr_mode="prune", ssr_keep=0.1)
 FREEZE = halfv.PruningConfig(ivr_layer=1, ivr_keep=0.5, ssr_layer=3, ssr_mode="freeze")
-RAGGED = [[4, "img", 6], [9, "img", 2]]  # left padding and, after the prune, dummy slots
+RAGGED: list[list[int | str]] = [
+    [4, "img", 6],
+    [9, "img", 2],
+]  # left padding and, after the prune, dummy slots
 NEW = 5
 
 _MODELS: dict[str, Tiny] = {}
@@ -58,8 +61,8 @@ def _twin(model: torch.nn.Module) -> Any:
 def _compile(backend: str) -> Any:
     from transformers import CompileConfig
 
-    config = CompileConfig(fullgraph=True, dynamic=False, backend=backend, mode=None)
-    config._compile_all_devices = True  # compile on the CPU too
+    config = CompileConfig(fullgraph=True, dynamic=False, backend=backend, mode=None)  # type: ignore[arg-type]
+    config._compile_all_devices = True  # type: ignore[assignment]  # compile on the CPU too
     return config
 
 
