@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import platform
 import statistics
@@ -94,13 +95,8 @@ def forget_cache_length(model: Any) -> None:
 
 def generate_fn(model: Any, inputs: dict[str, Any], new: int, kwargs: dict[str, Any]) -> Any:
     """Greedy ``generate`` of exactly ``new`` tokens with the recipe's ``kwargs``."""
-
-    def call() -> Any:
-        return model.generate(
-            **inputs, max_new_tokens=new, min_new_tokens=new, do_sample=False, **kwargs
-        )
-
-    return call
+    greedy = {"max_new_tokens": new, "min_new_tokens": new, "do_sample": False}
+    return functools.partial(model.generate, **inputs, **greedy, **kwargs)
 
 
 # ----------------------------------------------------------------------------- one cell
@@ -287,8 +283,8 @@ def markdown(data: dict[str, Any]) -> str:
             cells += [f"{u['ms_per_step'] / h['ms_per_step']:.2f}x"]
             out.append("| " + " | ".join(cells) + " |")
         out.append("")
-    missing = [r for r in data["records"] if "status" in r]
-    cut = sorted({f"{r['batch']}x{r['new_tokens']}" for r in missing if r["status"] == "cut"})
+    cut = {f"{r['batch']}x{r['new_tokens']}" for r in data["records"] if r.get("status") == "cut"}
+    fast = sorted({r["model"] for r in got.values() if r["vision"] == "fast"}) or ["none"]
     per_cell = {(r["model"], r["tokens"], r["batch"]): r["recompiles_timed"] for r in got.values()}
     recompiled = sum(per_cell.values())
     out.append(
@@ -298,8 +294,9 @@ def markdown(data: dict[str, Any]) -> str:
         f"max_new_tokens; tokens/s = batch x new / generate time (prefill included); ms/step "
         f"= (generate(new) - generate(1)) / (new - 1); sides in turn, median of "
         f"{meta['repeats']} after one untimed (compiling) call per side and (model, N, batch); "
-        f"x = speed-up of halfv; cut (batch x new): {', '.join(cut) or 'none'}; "
-        f"{len(missing) - len(cut)} skipped; graphs compiled while timing: {recompiled}; "
+        f"x = speed-up of halfv; fast vision tower (both sides): {', '.join(fast)}; cut (batch "
+        f"x new): {', '.join(sorted(cut)) or 'none'}; {len(data['records']) - len(got)} not run "
+        f"(cut or budget); graphs compiled while timing: {recompiled}; "
         f"{meta['date']}."
     )
     return "\n".join(out) + "\n"
