@@ -26,7 +26,7 @@ from halfv.ops.spans import VisualSpans
 from halfv.runtime.caches import check_cache, is_static_cache, reset_static_layers
 from halfv.runtime.plan import PrefillPlan
 from halfv.runtime.sdpa_backends import decode_backends_without_cudnn
-from halfv.runtime.stages import gather_labels_in_place, prefill_spans
+from halfv.runtime.stages import gather_labels_in_place, placeholder_mask, prefill_spans
 from halfv.runtime.state import CallSlot, CallState, PlanStore
 
 __all__ = ["SUPPORTED_ATTENTION", "CallLifecycle"]
@@ -167,6 +167,10 @@ class CallLifecycle:
     ) -> tuple[VisualSpans, Tensor | None, Tensor] | None:
         """The prefill's spans, 2-D mask and query positions (:func:`prefill_spans`), with
         one warning per runtime when ``inputs_embeds`` hide the visual rows."""
+        if supplied is None and not isinstance(input_ids, Tensor):
+            # inputs_embeds alone: the rows that still hold a visual token's embedding are
+            # where transformers puts the image features (stages.placeholder_mask)
+            supplied = placeholder_mask(self.model, self.visual_ids, kwargs)
         found = prefill_spans(
             self.visual_ids,
             call.logits_to_keep,
@@ -178,7 +182,8 @@ class CallLifecycle:
         if found is None and kwargs.get("inputs_embeds") is not None and not self._warned_embeds:
             self._warned_embeds = True
             warnings.warn(
-                "halfv: this call passes inputs_embeds without input_ids, so halfv cannot "
+                "halfv: this call passes inputs_embeds without input_ids, and no row holds a "
+                "visual token's embedding (the features are already merged), so halfv cannot "
                 "see which rows are visual and does not prune it. Pass input_ids (with "
                 "pixel_values), or give the visual rows with "
                 "`with handle.visual_positions(mask): model(inputs_embeds=...)`",

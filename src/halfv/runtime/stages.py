@@ -29,6 +29,7 @@ __all__ = [
     "gather_labels_in_place",
     "mask_2d",
     "pending_score",
+    "placeholder_mask",
     "prefill_spans",
     "prune",
     "query_positions",
@@ -176,6 +177,33 @@ def prefill_spans(
         raise HalfvValueError(msg)
     query_pos = query_positions(shape, mask2d, supplied.device, logits_to_keep)
     return spans_from_mask(supplied.bool(), keep_positions=query_pos), mask2d, query_pos
+
+
+def placeholder_mask(
+    model: nn.Module, visual_ids: Sequence[int], kwargs: dict[str, Any]
+) -> Tensor | None:
+    """The rows of a call's ``inputs_embeds`` that equal a visual token's input embedding.
+
+    A call that passes ``inputs_embeds`` without ``input_ids`` has its image (and video)
+    features placed by transformers at exactly these rows (``get_placeholder_mask`` of
+    LLaVA, LLaVA-NeXT, Qwen2.5-VL and InternVL compares each row with the embedding of the
+    image token), so they are the visual rows as surely as the token ids would be. ``[B, T]``
+    bool, or ``None`` when no row matches (embeddings that already hold the features).
+    """
+    embeds = kwargs.get("inputs_embeds")
+    if not isinstance(embeds, Tensor) or embeds.dim() != 3 or not visual_ids:
+        return None
+    getter = getattr(model, "get_input_embeddings", None)
+    table = getter() if callable(getter) else None
+    if not isinstance(table, nn.Module):
+        return None
+    with torch.no_grad():
+        ids = torch.tensor(
+            list(visual_ids), dtype=torch.long, device=module_device(table, embeds.device)
+        )
+        rows = table(ids).to(device=embeds.device, dtype=embeds.dtype)  # [V, D]
+        mask = (embeds.detach().unsqueeze(2) == rows).all(dim=-1).any(dim=-1)  # [B, T]
+    return mask if bool(mask.any()) else None
 
 
 def mask_2d(kwargs: dict[str, Any]) -> Tensor | None:
