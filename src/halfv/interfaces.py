@@ -28,6 +28,8 @@ from halfv.errors import HalfvTypeError, HalfvValueError
 
 if TYPE_CHECKING:
     from halfv.config import PruningConfig
+    from halfv.ops.spans import VisualSpans
+    from halfv.ops.video import VideoFrames
 
 __all__ = [
     "AttentionParts",
@@ -320,6 +322,25 @@ class BackboneAdapter(ABC):
     @abstractmethod
     def visual_token_ids(self, model: nn.Module) -> tuple[int, ...]:
         """Token ids that stand for visual features in ``input_ids`` (images and videos)."""
+
+    def video_frames(
+        self, model: nn.Module, spans: VisualSpans, inputs: Mapping[str, Any]
+    ) -> tuple[VideoFrames, ...]:
+        """Where the frames of each video of a prefill are (budget groups,
+        ``PruningConfig.video_budget``; see docs/video.md).
+
+        Args:
+            model: the model.
+            spans: the prefill's visual spans.
+            inputs: the entry module's keyword arguments of the call (``input_ids``,
+                ``video_grid_thw``, ``pixel_values_videos``, ...).
+
+        Returns:
+            One :class:`~halfv.ops.video.VideoFrames` per video, in prompt order. Default
+            ``()``: the family's inputs do not say which spans are video frames, so every
+            span is its own budget group (an image) under both modes.
+        """
+        return ()
 
     @abstractmethod
     def attention_parts(self, layer: nn.Module) -> AttentionParts:

@@ -10,10 +10,16 @@ release (method doc §7) at the reference depth and is scaled to the model's dep
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from torch import nn
 
 from halfv.adapters.base import TESTED_TRANSFORMERS, LlamaStyleAdapter
+from halfv.adapters.video import grid_video_frames
 from halfv.config import PruningConfig
+from halfv.ops.spans import VisualSpans
+from halfv.ops.video import VideoFrames
 
 __all__ = ["Qwen25VLAdapter"]
 
@@ -22,7 +28,9 @@ class Qwen25VLAdapter(LlamaStyleAdapter):
     """Qwen2.5-VL: IVR at 2 keeping 25 %, then keep the top 5 % (of the original) from 21.
 
     Images and videos are both pruned (``image_token_id`` and ``video_token_id``); the
-    3-D mrope positions of survivors are kept by gathering the rotary tables.
+    3-D mrope positions of survivors are kept by gathering the rotary tables. A video is
+    one run of ``t * h * w / 4`` video tokens (``video_grid_thw`` row ``(t, h, w)``): ``t``
+    frames (temporal patches of two sampled frames) of ``h * w / 4`` tokens, in order.
     """
 
     name: ClassVar[str] = "qwen2.5-vl"
@@ -40,3 +48,15 @@ class Qwen25VLAdapter(LlamaStyleAdapter):
         ssr_mode="prune",
         ssr_keep=0.05,
     )
+
+    def video_frames(
+        self, model: nn.Module, spans: VisualSpans, inputs: Mapping[str, Any]
+    ) -> tuple[VideoFrames, ...]:
+        """Each ``video_grid_thw`` row cut into its ``t`` frames of ``h * w / 4`` tokens."""
+        config: Any = model.config
+        return grid_video_frames(
+            spans,
+            inputs,
+            video_token_ids=(int(config.video_token_id),),
+            merge_size=int(config.vision_config.spatial_merge_size),
+        )

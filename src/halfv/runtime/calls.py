@@ -28,6 +28,7 @@ from halfv.runtime.plan import PrefillPlan
 from halfv.runtime.sdpa_backends import decode_backends_without_cudnn
 from halfv.runtime.stages import gather_labels_in_place, prefill_spans
 from halfv.runtime.state import CallSlot, CallState, PlanStore
+from halfv.runtime.video import group_spans
 
 __all__ = ["SUPPORTED_ATTENTION", "CallLifecycle"]
 
@@ -132,6 +133,9 @@ class CallLifecycle:
         spans, mask2d, query_pos = found
         if not spans.any:
             return  # text-only prompts pass through untouched
+        spans, groups = group_spans(
+            self.adapter, self.model, spans, input_ids, kwargs, self.config.video_budget
+        )
         self.check_attention()
         call.mode = "prefill"
         call.cache = cache
@@ -139,6 +143,7 @@ class CallLifecycle:
         call.plan = PrefillPlan.build(
             spans, mask2d, self.config.ivr_keep, ssr_keep, query_pos=query_pos
         )
+        call.plan.groups = groups
         if call.plan.would_shorten:
             check_cache(cache)
         call.static_cache = is_static_cache(cache)

@@ -8,7 +8,7 @@ decode steps that follow. It holds only tensors and ints: no model references.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import torch
@@ -17,6 +17,7 @@ from torch import Tensor
 from halfv.interfaces import IVRPolicy, SSRPolicy
 from halfv.ops.budget import kept_count
 from halfv.ops.spans import VisualSpans
+from halfv.ops.video import BudgetGroup
 from halfv.runtime.layout import StageLayout, initial_layout
 
 __all__ = ["LayerStats", "PrefillPlan", "PruneStats", "SpanBudget", "select_per_span"]
@@ -64,6 +65,8 @@ class PruneStats:
         ssr_mode: the SSR action that was applied.
         kept_positions: for each pruning layer, the original prompt positions every sample
             keeps from that layer on (text and visual, increasing).
+        budget_groups: the visual tokens that shared one budget (an image, a video, or a
+            frame of one: ``PruningConfig.video_budget``), with what each kept.
     """
 
     prompt_tokens: tuple[int, ...]
@@ -72,6 +75,7 @@ class PruneStats:
     layers: tuple[LayerStats, ...]
     ssr_mode: str
     kept_positions: dict[int, tuple[tuple[int, ...], ...]]
+    budget_groups: tuple[BudgetGroup, ...] = ()
 
     def kept_visual_per_layer(self, sample: int = 0) -> list[int]:
         """Visual tokens present at each layer for one sample."""
@@ -95,6 +99,7 @@ class PrefillPlan:
     moved: dict[tuple[int, torch.device], StageLayout] = field(default_factory=dict)
     decode_steps: int = 0  # decode steps served from this prefill's cache
     stats: PruneStats | None = None  # counted once, when first read
+    groups: tuple[BudgetGroup, ...] = ()  # the budget groups (one per budget, in order)
 
     @classmethod
     def build(
@@ -237,6 +242,12 @@ class PrefillPlan:
                 for start, layout in sorted(self.layouts.items())
                 if start > 0
             },
+            budget_groups=tuple(
+                replace(group, ivr_keep=budget.ivr_keep, ssr_keep=budget.ssr_keep)
+                for group, budget in zip(self.groups, self.budgets, strict=True)
+            )
+            if self.groups
+            else (),
         )
 
 

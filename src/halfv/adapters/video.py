@@ -1,0 +1,61 @@
+"""Where a prompt's video frames are, for the adapters of video-capable families.
+
+Model wiring around :mod:`halfv.ops.video`: read the runs of video tokens from the call's
+``input_ids`` (one host read, only for calls that carry videos) and each video's frame
+count and frame size from the processor's outputs, then cut the runs into frames with
+:func:`halfv.ops.video.frames_from_grids`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from halfv.errors import HalfvValueError
+from halfv.ops.spans import VisualSpans
+from halfv.ops.video import VideoFrames, frames_from_grids
+
+__all__ = ["grid_video_frames", "video_runs"]
+
+
+def video_runs(
+    spans: VisualSpans, input_ids: Tensor, video_token_ids: Sequence[int]
+) -> list[tuple[int, int, int]]:
+    """``(sample, start, length)`` of the spans that are video tokens, in prompt order.
+
+    A span is a video run when its first token is one of ``video_token_ids`` (the
+    processors never put an image and a video in one run). One host read of the spans'
+    first tokens.
+    """
+    flat = [(b, s, n) for b, sample in enumerate(spans.spans) for s, n in sample]
+    if not flat:
+        return []
+    rows = torch.tensor([b for b, _, _ in flat])
+    cols = torch.tensor([s for _, s, _ in flat])
+    first = input_ids[rows.to(input_ids.device), cols.to(input_ids.device)].tolist()
+    ids = set(video_token_ids)
+    return [run for run, token in zip(flat, first, strict=True) if token in ids]
+
+
+def grid_video_frames(
+    spans: VisualSpans,
+    inputs: Mapping[str, Any],
+    *,
+    video_token_ids: Sequence[int],
+    merge_size: int,
+) -> tuple[VideoFrames, ...]:
+    """Frames of the Qwen-VL families: ``video_grid_thw`` row ``(t, h, w)`` is a video of
+    ``t`` frames (temporal patches) of ``h * w / merge_size**2`` tokens each, rows in
+    prompt order, sample by sample (as ``get_rope_index`` reads them)."""
+    grids = inputs.get("video_grid_thw")
+    input_ids = inputs.get("input_ids")
+    if not isinstance(grids, Tensor) or not isinstance(input_ids, Tensor) or grids.numel() == 0:
+        return ()
+    if grids.dim() != 2 or grids.shape[1] != 3:
+        msg = f"video_grid_thw must have shape [videos, 3], got {tuple(grids.shape)}"
+        raise HalfvValueError(msg)
+    videos = [(t, h * w // merge_size**2) for t, h, w in grids.tolist()]
+    return frames_from_grids(video_runs(spans, input_ids, video_token_ids), videos)
