@@ -35,7 +35,8 @@ def tiny_model(family: str, attention: str = "sdpa") -> Tiny:
     key = (family, attention)
     if key not in _MODELS:
         built = build_qwen(grid=8) if family == "qwen2_5_vl" else build_internvl(image_size=112)
-        built.model.set_attn_implementation(attention)
+        model: Any = built.model
+        model.set_attn_implementation(attention)
         _MODELS[key] = built
     return _MODELS[key]
 
@@ -126,7 +127,9 @@ def internvl_prompt(
     return out
 
 
-def prompt(family: str, samples: Sequence[Sequence[Segment]], seed: int = 0, first: int = 0) -> dict[str, Any]:
+def prompt(
+    family: str, samples: Sequence[Sequence[Segment]], seed: int = 0, first: int = 0
+) -> dict[str, Any]:
     """The family's prompt builder."""
     build = qwen_prompt if family == "qwen2_5_vl" else internvl_prompt
     return build(samples, seed, first=first)

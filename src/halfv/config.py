@@ -236,7 +236,7 @@ class PruningConfig(BaseModel):
                 "frames of a video share one budget) or 'per_frame' (every frame keeps the "
                 "same share)"
             )
-            raise ValueError(msg)  # pydantic reports it as a ValidationError of the field
+            raise ConfigError(msg)  # a ValueError: pydantic reports it for the field
         return value
 
     @model_validator(mode="after")

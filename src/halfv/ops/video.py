@@ -123,21 +123,27 @@ def frames_from_grids(
 
     for v, (count, per_frame) in enumerate(videos):
         if count < 1 or per_frame < 1:
-            raise mismatch(f"video {v} has {count} frames of {per_frame} tokens")
+            why = f"video {v} has {count} frames of {per_frame} tokens"
+            raise mismatch(why)
         if r >= len(runs):
-            raise mismatch(f"video {v} has no video tokens")
+            why = f"video {v} has no video tokens"
+            raise mismatch(why)
         sample = runs[r][0]
         frames: list[Span] = []
         for j in range(count):
             if used == runs[r][2]:  # this run is spent: the next frame opens the next run
                 r, used = r + 1, 0
                 if r >= len(runs) or runs[r][0] != sample:
-                    raise mismatch(f"video {v} ends after {j} of its {count} frames")
+                    why = f"video {v} ends after {j} of its {count} frames"
+                    raise mismatch(why)
             _, start, length = runs[r]
             take = min(per_frame, length - used)
             last_of_sample = r + 1 == len(runs) or runs[r + 1][0] != sample
-            if take < per_frame and not (j == count - 1 and last_of_sample and take + 1 == per_frame):
-                raise mismatch(f"frame {j} of video {v} would straddle two runs")
+            if take < per_frame and not (
+                j == count - 1 and last_of_sample and take + 1 == per_frame
+            ):
+                why = f"frame {j} of video {v} would straddle two runs"
+                raise mismatch(why)
             frames.append((start + used, take))
             used += take
         rest = runs[r][2] - used
@@ -145,11 +151,13 @@ def frames_from_grids(
             start, n = frames[-1]
             frames[-1] = (start, n + rest)
         elif rest:
-            raise mismatch(f"{rest} video tokens follow the last frame of video {v}")
+            why = f"{rest} video tokens follow the last frame of video {v}"
+            raise mismatch(why)
         out.append(VideoFrames(sample, tuple(frames)))
         r, used = r + 1, 0
     if r < len(runs):
-        raise mismatch(f"{len(runs) - r} run(s) of video tokens belong to no video")
+        why = f"{len(runs) - r} run(s) of video tokens belong to no video"
+        raise mismatch(why)
     return tuple(out)
 
 
@@ -181,6 +189,51 @@ def budget_groups(
     if mode not in ("per_video", "per_frame"):
         msg = f"video budget mode {mode!r} is not one of 'per_video', 'per_frame'"
         raise HalfvValueError(msg)
+    owner = _owners(spans, videos, sizes)
+    groups: list[BudgetGroup] = []
+    for b, sample_spans in enumerate(spans):
+        done: set[int] = set()
+        for i, (start, length) in enumerate(sample_spans):
+            v = owner.get((b, i))
+            size = sizes[b][i] if sizes is not None else length
+            if v is None:
+                groups.append(BudgetGroup(b, start, length, size, "image"))
+                continue
+            video = videos[v]
+            if mode == "per_frame":
+                first = sum(1 for s, _ in video.frames if s < start)
+                groups.extend(
+                    BudgetGroup(b, s, n, n, "frame", v, (first + j, 1))
+                    for j, (s, n) in enumerate(
+                        f for f in video.frames if start <= f[0] < start + length
+                    )
+                )
+            elif v not in done:
+                done.add(v)
+                mine = sorted(j for (bb, j), w in owner.items() if bb == b and w == v)
+                if mine != list(range(mine[0], mine[0] + len(mine))):
+                    msg = (
+                        f"video {v} of sample {b} has other visual tokens between its frames; "
+                        "per-video budgets need its frames to be consecutive visual spans: use "
+                        "video_budget='per_frame'"
+                    )
+                    raise HalfvValueError(msg)
+                end = sample_spans[mine[-1]][0] + sample_spans[mine[-1]][1]
+                groups.append(
+                    BudgetGroup(
+                        b, start, end - start, video.size, "video", v, (0, len(video.frames))
+                    )
+                )
+    return tuple(groups)
+
+
+def _owners(
+    spans: Sequence[Sequence[Span]],
+    videos: Sequence[VideoFrames],
+    sizes: Sequence[Sequence[int]] | None,
+) -> dict[tuple[int, int], int]:
+    """``(sample, span index) -> video`` for the spans that hold video frames (checked:
+    every frame inside one span, every such span all one video's frames)."""
     owner: dict[tuple[int, int], int] = {}  # (sample, span index) -> video
     for v, video in enumerate(videos):
         if not 0 <= video.sample < len(spans):
@@ -207,36 +260,4 @@ def budget_groups(
                     "hold one video's frames and nothing else"
                 )
                 raise HalfvValueError(msg)
-    groups: list[BudgetGroup] = []
-    for b, sample_spans in enumerate(spans):
-        done: set[int] = set()
-        for i, (start, length) in enumerate(sample_spans):
-            v = owner.get((b, i))
-            size = sizes[b][i] if sizes is not None else length
-            if v is None:
-                groups.append(BudgetGroup(b, start, length, size, "image"))
-                continue
-            video = videos[v]
-            if mode == "per_frame":
-                first = sum(1 for s, _ in video.frames if s < start)
-                groups.extend(
-                    BudgetGroup(b, s, n, n, "frame", v, (first + j, 1))
-                    for j, (s, n) in enumerate(f for f in video.frames if start <= f[0] < start + length)
-                )
-            elif v not in done:
-                done.add(v)
-                mine = sorted(j for (bb, j), w in owner.items() if bb == b and w == v)
-                if mine != list(range(mine[0], mine[0] + len(mine))):
-                    msg = (
-                        f"video {v} of sample {b} has other visual tokens between its frames; "
-                        "per-video budgets need its frames to be consecutive visual spans: use "
-                        "video_budget='per_frame'"
-                    )
-                    raise HalfvValueError(msg)
-                end = sample_spans[mine[-1]][0] + sample_spans[mine[-1]][1]
-                groups.append(
-                    BudgetGroup(
-                        b, start, end - start, video.size, "video", v, (0, len(video.frames))
-                    )
-                )
-    return tuple(groups)
+    return owner

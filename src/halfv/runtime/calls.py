@@ -134,7 +134,7 @@ class CallLifecycle:
         if not spans.any:
             return  # text-only prompts pass through untouched
         spans, groups = group_spans(
-            self.adapter, self.model, spans, input_ids, kwargs, self.config.video_budget
+            self.adapter, self.model, spans, input_ids, kwargs, mode=self.config.video_budget
         )
         self.check_attention()
         call.mode = "prefill"

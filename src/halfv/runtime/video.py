@@ -27,6 +27,7 @@ def group_spans(
     spans: VisualSpans,
     input_ids: Any,
     kwargs: Mapping[str, Any],
+    *,
     mode: VideoBudget,
 ) -> tuple[VisualSpans, tuple[BudgetGroup, ...]]:
     """The prefill's budget groups, as spans, and as the groups ``handle.stats`` reports."""
