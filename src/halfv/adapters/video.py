@@ -18,7 +18,7 @@ from halfv.errors import HalfvValueError
 from halfv.ops.spans import VisualSpans
 from halfv.ops.video import VideoFrames, frames_from_grids
 
-__all__ = ["grid_video_frames", "video_runs"]
+__all__ = ["counted_video_frames", "grid_video_frames", "video_runs"]
 
 
 def video_runs(
@@ -59,3 +59,25 @@ def grid_video_frames(
         raise HalfvValueError(msg)
     videos = [(t, h * w // merge_size**2) for t, h, w in grids.tolist()]
     return frames_from_grids(video_runs(spans, input_ids, video_token_ids), videos)
+
+
+def counted_video_frames(
+    spans: VisualSpans, inputs: Mapping[str, Any], *, video_token_ids: Sequence[int]
+) -> tuple[VideoFrames, ...]:
+    """Frames of the LLaVA video families: ``pixel_values_videos`` is
+    ``[videos, frames, C, H, W]`` and each video one run of ``frames`` pooled frames of
+    equal size, in prompt order (LLaVA-OneVision adds one newline row at the end, which
+    joins the last frame)."""
+    pixels = inputs.get("pixel_values_videos")
+    input_ids = inputs.get("input_ids")
+    if not isinstance(pixels, Tensor) or not isinstance(input_ids, Tensor) or pixels.dim() != 5:
+        return ()
+    frames = int(pixels.shape[1])
+    runs = video_runs(spans, input_ids, video_token_ids)
+    if len(runs) != pixels.shape[0]:
+        msg = (
+            f"the prompt has {len(runs)} run(s) of video tokens, pixel_values_videos "
+            f"{int(pixels.shape[0])} video(s); pass the processor's video inputs unchanged"
+        )
+        raise HalfvValueError(msg)
+    return frames_from_grids(runs, [(frames, max(1, n // frames)) for _, _, n in runs])
