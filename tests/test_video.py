@@ -188,3 +188,18 @@ def test_internvl_frames_are_images(mode: str) -> None:
     check_cached_decode(
         tiny.model, prompt("internvl", [[3, ("vid", 2), 4]], seed=9), _config(PRUNE, mode)
     )
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_qwen_prompt_ending_on_a_video_token(mode: VideoBudget) -> None:
+    """The last prompt token (the query) is a video token: it is never pruned, and the
+    last frame's group is one token shorter."""
+    tiny = tiny_model("qwen2_5_vl")
+    inputs = qwen_prompt([[3, ("vid", 2)]], seed=2)
+    cut = ("input_ids", "attention_mask", "mm_token_type_ids")
+    inputs = {k: v[:, :-1] if k in cut else v for k, v in inputs.items()}  # drop vision_end
+    stats = check_pruned_prefill(tiny.model, inputs, _config(PRUNE, mode))
+    sizes = [g.size for g in stats.budget_groups]
+    assert sizes == ([2 * PER - 1] if mode == "per_video" else [PER, PER - 1])
+    last = int(inputs["input_ids"].shape[1]) - 1
+    assert all(last in kept[0] for kept in stats.kept_positions.values())
