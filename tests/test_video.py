@@ -19,6 +19,7 @@ from halfv.ops.budget import kept_count
 from halfv.ops.video import VideoBudget
 from halfv.testing import check_cached_decode, check_keep_all_exact, check_pruned_prefill
 from halfv.testing.reference import attention_topk, masked_reference
+from halfv.testing.video import check_video_budgets
 from tiny_video import Segment, prompt, qwen_prompt, tiny_model
 
 MODES: tuple[VideoBudget, ...] = ("per_video", "per_frame")
@@ -203,3 +204,16 @@ def test_qwen_prompt_ending_on_a_video_token(mode: VideoBudget) -> None:
     assert sizes == ([2 * PER - 1] if mode == "per_video" else [PER, PER - 1])
     last = int(inputs["input_ids"].shape[1]) - 1
     assert all(last in kept[0] for kept in stats.kept_positions.values())
+
+
+def test_video_budget_contract_check() -> None:
+    """halfv.testing.video.check_video_budgets passes on Qwen2.5-VL and fails on a family
+    whose adapter reports no frames (InternVL: its frames are images)."""
+    tiny = tiny_model("qwen2_5_vl")
+    inputs = qwen_prompt([[3, "img", 2, ("vid", 3), 4], [2, ("vid", 2), 3]], seed=11)
+    stats = check_video_budgets(tiny.model, inputs, frames_per_video=[3, 2])
+    assert set(stats) == {"per_video", "per_frame"}
+    internvl = tiny_model("internvl")
+    frames = prompt("internvl", [[3, ("vid", 3), 4]], seed=11)
+    with pytest.raises(AssertionError, match="expected"):
+        check_video_budgets(internvl.model, frames, frames_per_video=[3])
