@@ -342,6 +342,16 @@ class BackboneAdapter(ABC):
         """
         return ()
 
+    def span_joiners(self, model: nn.Module) -> frozenset[int]:
+        """Token ids that join the visual runs on either side into one span.
+
+        Budgets are per span. A processor that splits one image into several runs with
+        marker tokens (Pixtral / Mistral3 end every row of patches with ``[IMG_BREAK]``)
+        names the marker here, so that each image keeps its budget as a whole rather than
+        row by row. Joiners are not visual: they are never pruned. Default: none.
+        """
+        return frozenset()
+
     @abstractmethod
     def attention_parts(self, layer: nn.Module) -> AttentionParts:
         """The internals of one decoder layer (for relevance scoring and freezing)."""

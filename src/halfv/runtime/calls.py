@@ -43,6 +43,7 @@ class CallLifecycle:
     config: PruningConfig
     layers: Sequence[nn.Module]
     visual_ids: tuple[int, ...]
+    joiner_ids: tuple[int, ...]
     ssr_mode: str
     enabled: bool
     decode_without_cudnn: bool
@@ -153,7 +154,14 @@ class CallLifecycle:
     ) -> tuple[VisualSpans, Tensor | None, Tensor] | None:
         """The prefill's spans, 2-D mask and query positions (:func:`prefill_spans`), with
         one warning per runtime when ``inputs_embeds`` hide the visual rows."""
-        found = prefill_spans(self.visual_ids, call.logits_to_keep, input_ids, supplied, kwargs)
+        found = prefill_spans(
+            self.visual_ids,
+            call.logits_to_keep,
+            input_ids,
+            supplied,
+            kwargs,
+            joiner_ids=self.joiner_ids,
+        )
         if found is None and kwargs.get("inputs_embeds") is not None and not self._warned_embeds:
             self._warned_embeds = True
             warnings.warn(

@@ -102,6 +102,7 @@ class PruningRuntime(CallLifecycle):
         ]
         self.final_norm = adapter.final_norm(model)
         self.visual_ids = adapter.visual_token_ids(model)
+        self.joiner_ids = tuple(sorted(adapter.span_joiners(model)))
         self.entry = adapter.entry_module(model)
         self.enabled = True
         #: run pruned decode steps without cuDNN attention (see halfv.runtime.sdpa_backends)

@@ -25,13 +25,18 @@ __all__ = ["LayerStats", "PrefillPlan", "PruneStats", "SpanBudget", "select_per_
 
 @dataclass(frozen=True)
 class SpanBudget:
-    """One visual span and what it keeps at each stage."""
+    """One visual span and what it keeps at each stage.
+
+    ``length`` counts the span's visual tokens; ``extent`` the positions it covers when
+    span joiners sit inside it (``None``: the same as ``length``).
+    """
 
     sample: int
     start: int
     length: int
     ivr_keep: int
     ssr_keep: int
+    extent: int | None = None
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,8 @@ class PruneStats:
             keeps from that layer on (text and visual, increasing).
         budget_groups: the visual tokens that shared one budget (an image, a video, or a
             frame of one: ``PruningConfig.video_budget``), with what each kept.
+        span_sizes: visual tokens per span, per sample (smaller than the span's length
+            where span joiners sit inside it; budgets are shares of these).
     """
 
     prompt_tokens: tuple[int, ...]
@@ -76,6 +83,7 @@ class PruneStats:
     ssr_mode: str
     kept_positions: dict[int, tuple[tuple[int, ...], ...]]
     budget_groups: tuple[BudgetGroup, ...] = ()
+    span_sizes: tuple[tuple[int, ...], ...] = ()
 
     def kept_visual_per_layer(self, sample: int = 0) -> list[int]:
         """Visual tokens present at each layer for one sample."""
@@ -117,9 +125,18 @@ class PrefillPlan:
         """
         b, t = spans.mask.shape
         budgets = tuple(
-            SpanBudget(sample, start, n, kept_count(n, ivr_keep), kept_count(n, ssr_keep))
-            for sample, sample_spans in enumerate(spans.spans)
-            for start, n in sample_spans
+            SpanBudget(
+                sample,
+                start,
+                size,
+                kept_count(size, ivr_keep),
+                kept_count(size, ssr_keep),
+                extent=None if size == n else n,
+            )
+            for sample, (sample_spans, sizes) in enumerate(
+                zip(spans.spans, spans.span_sizes, strict=True)
+            )
+            for (start, n), size in zip(sample_spans, sizes, strict=True)
         )
         device = spans.mask.device
         if query_pos is not None:
@@ -131,7 +148,9 @@ class PrefillPlan:
             query_pos = torch.where(attention_mask.to(device).bool(), positions, -1).amax(dim=1)
         span_id = torch.full((b, t), -1, dtype=torch.long, device=device)
         for g, budget in enumerate(budgets):  # fill_: no host tensor to copy over
-            span_id[budget.sample].narrow(0, budget.start, budget.length).fill_(g)
+            span_id[budget.sample].narrow(0, budget.start, budget.extent or budget.length).fill_(g)
+        if spans.sizes is not None:  # joined spans: their joiners are not visual
+            span_id.masked_fill_(~spans.mask, -1)
         layouts = {0: initial_layout(spans.mask, real_visual=sum(g.length for g in budgets))}
         return cls(spans, budgets, t, query_pos, span_id, layouts)
 
@@ -248,6 +267,7 @@ class PrefillPlan:
             )
             if self.groups
             else (),
+            span_sizes=self.spans.span_sizes,
         )
 
 

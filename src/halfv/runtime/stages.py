@@ -148,14 +148,19 @@ def prefill_spans(
     input_ids: Any,
     supplied: Tensor | None,
     kwargs: dict[str, Any],
+    *,
+    joiner_ids: Sequence[int] = (),
 ) -> tuple[VisualSpans, Tensor | None, Tensor] | None:
     """The visual spans of a prefill (from ``input_ids``, else from a visual mask the
     caller supplied), its 2-D attention mask and query positions; ``None`` when the call
-    has neither (``inputs_embeds`` alone), so its rows cannot be told apart."""
+    has neither (``inputs_embeds`` alone), so its rows cannot be told apart. Runs joined
+    by ``joiner_ids`` (the adapter's span joiners) are one span."""
     mask2d = mask_2d(kwargs)
     if isinstance(input_ids, Tensor) and input_ids.dim() == 2:
         query_pos = query_positions(input_ids.shape, mask2d, input_ids.device, logits_to_keep)
-        spans = find_visual_spans(input_ids, visual_ids, keep_positions=query_pos)
+        spans = find_visual_spans(
+            input_ids, visual_ids, keep_positions=query_pos, joiner_ids=joiner_ids
+        )
         return spans, mask2d, query_pos
     if supplied is None:
         return None

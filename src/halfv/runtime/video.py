@@ -3,7 +3,9 @@
 Model wiring around :func:`halfv.ops.video.budget_groups`: the adapter says where each
 video's frames are (:meth:`halfv.BackboneAdapter.video_frames`), the groups replace the
 prefill's spans (every group is budgeted, scored and selected as one span), and the plan
-keeps them for ``handle.stats.budget_groups``.
+keeps them for ``handle.stats.budget_groups``. A video whose frames are separate spans
+(Qwen3-VL: a timestamp before each frame) is one joined span per video, its text not
+visual (as span joiners are, :mod:`halfv.ops.spans`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from halfv.errors import HalfvValueError
 from halfv.interfaces import BackboneAdapter
 from halfv.ops.spans import VisualSpans
 from halfv.ops.video import BudgetGroup, VideoBudget, budget_groups
@@ -35,16 +36,20 @@ def group_spans(
     if isinstance(input_ids, Tensor):
         inputs["input_ids"] = input_ids
     videos = adapter.video_frames(model, spans, inputs)
-    groups = budget_groups(spans.spans, videos, mode)
+    groups = budget_groups(spans.spans, videos, mode, sizes=spans.sizes)
     if not videos:
         return spans, groups
     per_sample: list[list[tuple[int, int]]] = [[] for _ in spans.spans]
+    sizes: list[list[int]] = [[] for _ in spans.spans]
     for group in groups:
-        if group.size != group.length:
-            msg = (
-                f"video {group.video} of sample {group.sample} has text between its frames, "
-                "which per-video budgets cannot cover yet: use video_budget='per_frame'"
-            )
-            raise HalfvValueError(msg)
         per_sample[group.sample].append((group.start, group.length))
-    return VisualSpans(mask=spans.mask, spans=tuple(tuple(s) for s in per_sample)), groups
+        sizes[group.sample].append(group.size)
+    joined = any(g.size != g.length for g in groups)  # text between a video's frames
+    return (
+        VisualSpans(
+            mask=spans.mask,
+            spans=tuple(tuple(s) for s in per_sample),
+            sizes=tuple(tuple(s) for s in sizes) if joined else None,
+        ),
+        groups,
+    )

@@ -183,7 +183,7 @@ def check_relevance_follows_attention(
     for b, positions in enumerate(stats.kept_positions[ivr]):
         candidates[b, list(positions)] = True
     expected = attention_topk(
-        ref.query_attention[ssr - 1], candidates & visual, stats.spans, ssr_keep
+        ref.query_attention[ssr - 1], candidates & visual, stats.spans, ssr_keep, stats.span_sizes
     )
     for b, positions in enumerate(stats.kept_positions[ssr]):
         got = [p for p in positions if bool(visual[b, p])]
@@ -221,7 +221,7 @@ def check_cached_decode(
     assert stats is not None, "halfv did not prune this prompt"
     frozen_from = config.ssr_layer if stats.ssr_mode == "freeze" else None
     for step in range(1, new_tokens):
-        grown = _extend(inputs, out.sequences[:, prompt_len : prompt_len + step])
+        grown = _extend(inputs, out.sequences[:, prompt_len : prompt_len + step], model)
         kept = {
             layer: [(*p, *range(prompt_len, prompt_len + step)) for p in per_sample]
             for layer, per_sample in stats.kept_positions.items()
@@ -240,8 +240,16 @@ def check_cached_decode(
             raise AssertionError(msg)
 
 
-def _extend(inputs: Mapping[str, Any], tokens: Tensor) -> dict[str, Any]:
-    """``inputs`` with ``tokens`` appended (text: zero token types, ones in the mask)."""
+def _extend(
+    inputs: Mapping[str, Any], tokens: Tensor, model: nn.Module | None = None
+) -> dict[str, Any]:
+    """``inputs`` with ``tokens`` appended (text: zero token types, ones in the mask).
+
+    ``token_type_ids`` grow as ``generate`` grows them, by the model's own
+    ``_update_model_kwargs_for_generation`` one token at a time when it has one:
+    PaliGemma marks generated tokens 1 (the causal suffix; 0 would put them in the
+    bidirectional prefix), the generic rule repeats the last prompt value.
+    """
     out = dict(inputs)
     out["input_ids"] = torch.cat([inputs["input_ids"], tokens], dim=1)
     for key in ("attention_mask", "mm_token_type_ids", "token_type_ids"):
@@ -249,6 +257,12 @@ def _extend(inputs: Mapping[str, Any], tokens: Tensor) -> dict[str, Any]:
             value = inputs[key]
             fill = torch.ones_like(tokens) if key == "attention_mask" else torch.zeros_like(tokens)
             out[key] = torch.cat([value, fill.to(value.dtype)], dim=1)
+    update = getattr(model, "_update_model_kwargs_for_generation", None)
+    if callable(update) and isinstance(inputs.get("token_type_ids"), Tensor):
+        grown = {"token_type_ids": inputs["token_type_ids"]}
+        for _ in range(tokens.shape[1]):
+            grown = update({}, grown, num_new_tokens=1)
+        out["token_type_ids"] = grown["token_type_ids"]
     return out
 
 
