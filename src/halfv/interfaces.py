@@ -42,6 +42,7 @@ __all__ = [
     "SSRPolicy",
     "SaturationDetector",
     "SaturationReport",
+    "TokenInputs",
 ]
 
 
@@ -277,6 +278,36 @@ class LayerSpec:
     layer_type: str | None = None
 
 
+@dataclass(frozen=True)
+class TokenInputs:
+    """Extra per-token inputs that a pruned stage must gather like the hidden states.
+
+    Some text decoders add features to chosen rows of the hidden states after their first
+    layers, inside their own layer loop and with full-prompt tensors (Qwen3-VL's DeepStack:
+    ``deepstack_visual_embeds[i]`` is added to the rows of ``visual_pos_masks`` after
+    decoder layer ``i``). After a prune those tensors no longer match the sequence. An
+    adapter names them here (:meth:`BackboneAdapter.token_inputs`); during a pruned
+    prefill halfv takes them out of ``module``'s call and adds them itself after the same
+    layers, gathered at each stage's surviving rows (:mod:`halfv.runtime.token_inputs`).
+    Other calls (decode steps, text-only prompts, a disabled handle) leave them to the model.
+
+    Attributes:
+        module: the module whose forward receives them as keyword arguments (usually
+            :meth:`BackboneAdapter.language_model`).
+        mask_arg: keyword of the bool ``[B, T]`` mask of the rows that receive features.
+        features_arg: keyword of the per-layer features: a sequence whose item ``i``,
+            ``[mask.sum(), D]`` in the row-major order of the mask, is added to the
+            hidden states after decoder layer ``i``.
+        max_layers: how many leading decoder layers may receive features (halfv hooks
+            only these; a call with more feature tensors is refused).
+    """
+
+    module: nn.Module
+    mask_arg: str
+    features_arg: str
+    max_layers: int
+
+
 class BackboneAdapter(ABC):
     """Tells halfv where a transformers model keeps what pruning needs.
 
@@ -385,6 +416,11 @@ class BackboneAdapter(ABC):
             kind: Literal["full", "sliding"] = "sliding" if window else "full"
             specs.append(LayerSpec(kind=kind, window=window or None, layer_type=layer_type))
         return specs
+
+    def token_inputs(self, model: nn.Module) -> TokenInputs | None:
+        """Per-token inputs the text decoder adds after its first layers (:class:`TokenInputs`);
+        ``None`` (the default) when it has none."""
+        return None
 
     def num_layers(self, model: nn.Module) -> int:
         """Number of decoder layers."""

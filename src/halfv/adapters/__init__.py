@@ -1,8 +1,9 @@
 """Backbone adapters and the built-in plugin that registers them.
 
-One file per backbone (``llava.py``, ``llava_next.py``, ``qwen2_5_vl.py``,
-``internvl.py``, ``llava_onevision.py``, ``llava_next_video.py``, ``paligemma.py``,
-``idefics3.py``, ``smolvlm.py``, ``mistral3.py``), each naming the transformers modeling
+One file per backbone (``llava.py``, ``llava_next.py``, ``qwen2_vl.py``,
+``qwen2_5_vl.py``, ``qwen3_vl.py``, ``internvl.py``, ``llava_onevision.py``,
+``llava_next_video.py``, ``paligemma.py``, ``idefics3.py``, ``smolvlm.py``,
+``mistral3.py``), each naming the transformers modeling
 file it follows; the decoder logic they share is in ``base.py``.
 """
 
@@ -20,6 +21,8 @@ from halfv.adapters.llava_onevision import LlavaOnevisionAdapter
 from halfv.adapters.mistral3 import Mistral3Adapter
 from halfv.adapters.paligemma import PaliGemmaAdapter
 from halfv.adapters.qwen2_5_vl import Qwen25VLAdapter
+from halfv.adapters.qwen2_vl import Qwen2VLAdapter
+from halfv.adapters.qwen3_vl import Qwen3VLAdapter, Qwen3VLMoeAdapter
 from halfv.adapters.smolvlm import SmolVLMAdapter
 from halfv.interfaces import BackboneAdapter
 from halfv.plugins.hookspecs import hookimpl
@@ -34,6 +37,9 @@ __all__ = [
     "LlavaOnevisionAdapter",
     "Mistral3Adapter",
     "PaliGemmaAdapter",
+    "Qwen2VLAdapter",
+    "Qwen3VLAdapter",
+    "Qwen3VLMoeAdapter",
     "Qwen25VLAdapter",
     "SmolVLMAdapter",
     "register_adapters",
@@ -44,7 +50,15 @@ __all__ = [
 @hookimpl
 def register_adapters(register: Callable[[BackboneAdapter], None]) -> None:
     """Register the built-in adapters."""
-    for adapter_class in (LlavaAdapter, LlavaNextAdapter, Qwen25VLAdapter, InternVLAdapter):
+    for adapter_class in (
+        LlavaAdapter,
+        LlavaNextAdapter,
+        Qwen25VLAdapter,
+        InternVLAdapter,
+        Qwen2VLAdapter,
+        Qwen3VLAdapter,
+        Qwen3VLMoeAdapter,
+    ):
         register(adapter_class())
     for more in (  # issue #20: the families that were nearly exact already
         LlavaOnevisionAdapter,

@@ -1,10 +1,11 @@
 """Shared adapter logic for transformers VLMs with Llama-style language models.
 
-LLaVA, LLaVA-NeXT, Qwen2.5-VL and InternVL all run a pre-norm decoder whose layers have
-``input_layernorm``, ``self_attn.{q,k,v,o}_proj``, ``post_attention_layernorm`` and
-``mlp`` (``transformers.models.llama.modeling_llama.LlamaDecoderLayer`` and its copies in
-the Mistral, Qwen2 and Qwen2.5-VL files). A backbone adapter therefore only says which
-config fields hold the visual token ids and what its default schedule is.
+LLaVA, LLaVA-NeXT, Qwen2-VL, Qwen2.5-VL, Qwen3-VL (dense and MoE) and InternVL all run a
+pre-norm decoder whose layers have ``input_layernorm``, ``self_attn.{q,k,v,o}_proj``
+(Qwen3: plus per-head ``q_norm``/``k_norm``), ``post_attention_layernorm`` and ``mlp``
+(``transformers.models.llama.modeling_llama.LlamaDecoderLayer`` and its copies in the
+Mistral, Qwen2, Qwen2-VL, Qwen2.5-VL and Qwen3-VL files). A backbone adapter therefore only
+says which config fields hold the visual token ids and what its default schedule is.
 """
 
 from __future__ import annotations

@@ -16,21 +16,16 @@ as a whole or per frame (``PruningConfig.video_budget``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, ClassVar
-
-from torch import nn
+from typing import ClassVar
 
 from halfv.adapters.base import LlamaStyleAdapter
-from halfv.adapters.video import counted_video_frames
+from halfv.adapters.video import CountedVideoFrames
 from halfv.config import PruningConfig
-from halfv.ops.spans import VisualSpans
-from halfv.ops.video import VideoFrames
 
 __all__ = ["LlavaNextVideoAdapter"]
 
 
-class LlavaNextVideoAdapter(LlamaStyleAdapter):
+class LlavaNextVideoAdapter(CountedVideoFrames, LlamaStyleAdapter):
     """LLaVA-NeXT-Video: the LLaVA-1.5 (Vicuna) schedule, IVR at 3 of 32 keeping 50 %
     (20 % anchors), freeze visual tokens from 15, scaled to depth.
 
@@ -55,10 +50,3 @@ class LlavaNextVideoAdapter(LlamaStyleAdapter):
         ssr_layer=15,
         ssr_mode="freeze",
     )
-
-    def video_frames(
-        self, model: nn.Module, spans: VisualSpans, inputs: Mapping[str, Any]
-    ) -> tuple[VideoFrames, ...]:
-        """Each ``<video>`` run cut into the ``pixel_values_videos`` frames."""
-        config: Any = model.config
-        return counted_video_frames(spans, inputs, video_token_ids=(int(config.video_token_id),))

@@ -16,21 +16,16 @@ image and each video is one span. A video's frames (``pixel_values_videos``
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, ClassVar
-
-from torch import nn
+from typing import ClassVar
 
 from halfv.adapters.base import LlamaStyleAdapter
-from halfv.adapters.video import counted_video_frames
+from halfv.adapters.video import CountedVideoFrames
 from halfv.config import PruningConfig
-from halfv.ops.spans import VisualSpans
-from halfv.ops.video import VideoFrames
 
 __all__ = ["LlavaOnevisionAdapter"]
 
 
-class LlavaOnevisionAdapter(LlamaStyleAdapter):
+class LlavaOnevisionAdapter(CountedVideoFrames, LlamaStyleAdapter):
     """LLaVA-OneVision: the Qwen2.5-VL schedule (IVR at 2 of 28 keeping 25 %, then the top
     5 % from 21), scaled to depth.
 
@@ -55,10 +50,3 @@ class LlavaOnevisionAdapter(LlamaStyleAdapter):
         ssr_mode="prune",
         ssr_keep=0.05,
     )
-
-    def video_frames(
-        self, model: nn.Module, spans: VisualSpans, inputs: Mapping[str, Any]
-    ) -> tuple[VideoFrames, ...]:
-        """Each ``<video>`` run cut into the ``pixel_values_videos`` frames."""
-        config: Any = model.config
-        return counted_video_frames(spans, inputs, video_token_ids=(int(config.video_token_id),))

@@ -10,21 +10,16 @@ release (method doc §7) at the reference depth and is scaled to the model's dep
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, ClassVar
-
-from torch import nn
+from typing import ClassVar
 
 from halfv.adapters.base import TESTED_TRANSFORMERS, LlamaStyleAdapter
-from halfv.adapters.video import grid_video_frames
+from halfv.adapters.video import GridVideoFrames
 from halfv.config import PruningConfig
-from halfv.ops.spans import VisualSpans
-from halfv.ops.video import VideoFrames
 
 __all__ = ["Qwen25VLAdapter"]
 
 
-class Qwen25VLAdapter(LlamaStyleAdapter):
+class Qwen25VLAdapter(GridVideoFrames, LlamaStyleAdapter):
     """Qwen2.5-VL: IVR at 2 keeping 25 %, then keep the top 5 % (of the original) from 21.
 
     Images and videos are both pruned (``image_token_id`` and ``video_token_id``); the
@@ -48,15 +43,3 @@ class Qwen25VLAdapter(LlamaStyleAdapter):
         ssr_mode="prune",
         ssr_keep=0.05,
     )
-
-    def video_frames(
-        self, model: nn.Module, spans: VisualSpans, inputs: Mapping[str, Any]
-    ) -> tuple[VideoFrames, ...]:
-        """Each ``video_grid_thw`` row cut into its ``t`` frames of ``h * w / 4`` tokens."""
-        config: Any = model.config
-        return grid_video_frames(
-            spans,
-            inputs,
-            video_token_ids=(int(config.video_token_id),),
-            merge_size=int(config.vision_config.spatial_merge_size),
-        )

@@ -12,13 +12,19 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from halfv.errors import HalfvValueError
 from halfv.ops.spans import VisualSpans
 from halfv.ops.video import VideoFrames, frames_from_grids
 
-__all__ = ["counted_video_frames", "grid_video_frames", "video_runs"]
+__all__ = [
+    "CountedVideoFrames",
+    "GridVideoFrames",
+    "counted_video_frames",
+    "grid_video_frames",
+    "video_runs",
+]
 
 
 def video_runs(
@@ -81,3 +87,34 @@ def counted_video_frames(
         )
         raise HalfvValueError(msg)
     return frames_from_grids(runs, [(frames, max(1, n // frames)) for _, _, n in runs])
+
+
+class GridVideoFrames:
+    """Adapter mixin (list it before the adapter base): :meth:`video_frames` of the
+    Qwen-VL families, from ``video_grid_thw``, ``config.video_token_id`` and
+    ``config.vision_config.spatial_merge_size``."""
+
+    def video_frames(
+        self, model: nn.Module, spans: VisualSpans, inputs: Mapping[str, Any]
+    ) -> tuple[VideoFrames, ...]:
+        """Each ``video_grid_thw`` row ``(t, h, w)``: ``t`` frames of ``h * w / merge**2``
+        video tokens, in one run (Qwen2-VL, Qwen2.5-VL) or one run each (Qwen3-VL)."""
+        config: Any = model.config
+        return grid_video_frames(
+            spans,
+            inputs,
+            video_token_ids=(int(config.video_token_id),),
+            merge_size=int(config.vision_config.spatial_merge_size),
+        )
+
+
+class CountedVideoFrames:
+    """Adapter mixin (list it before the adapter base): :meth:`video_frames` of the
+    LLaVA video families, from ``pixel_values_videos`` and ``config.video_token_id``."""
+
+    def video_frames(
+        self, model: nn.Module, spans: VisualSpans, inputs: Mapping[str, Any]
+    ) -> tuple[VideoFrames, ...]:
+        """Each ``<video>`` run cut into the ``pixel_values_videos`` frames."""
+        config: Any = model.config
+        return counted_video_frames(spans, inputs, video_token_ids=(int(config.video_token_id),))

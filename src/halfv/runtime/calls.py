@@ -35,6 +35,24 @@ __all__ = ["SUPPORTED_ATTENTION", "CallLifecycle"]
 SUPPORTED_ATTENTION = ("sdpa", "eager")
 
 
+def check_router_logits(plan: PrefillPlan, kwargs: dict[str, Any]) -> None:
+    """Refuse ``output_router_logits=True`` in a prefill that removes rows.
+
+    A mixture-of-experts model's router logits of a pruned layer cover only the rows that
+    layer ran, and the model's load-balancing loss weighs every layer's logits with the
+    full prompt's attention mask: the shapes disagree, or the loss silently mixes stages.
+    """
+    if plan.would_shorten and kwargs.get("output_router_logits"):
+        msg = (
+            "output_router_logits=True in a pruned prefill: the router logits of pruned "
+            "layers cover only the kept rows, so the model's load-balancing loss cannot be "
+            "computed on them. Pass output_router_logits=False (and set "
+            "config.text_config.output_router_logits=False), or run that call with halfv "
+            "off (`with handle.disabled(): ...`)"
+        )
+        raise UnsupportedModelError(msg)
+
+
 class CallLifecycle:
     """The call-state half of :class:`halfv.runtime.core.PruningRuntime`."""
 
@@ -138,13 +156,13 @@ class CallLifecycle:
             self.adapter, self.model, spans, input_ids, kwargs, mode=self.config.video_budget
         )
         self.check_attention()
+        ssr_keep = self.config.ssr_keep if self.ssr_mode == "prune" else 1.0
+        plan = PrefillPlan.build(spans, mask2d, self.config.ivr_keep, ssr_keep, query_pos=query_pos)
+        plan.groups = groups
+        check_router_logits(plan, kwargs)
         call.mode = "prefill"
         call.cache = cache
-        ssr_keep = self.config.ssr_keep if self.ssr_mode == "prune" else 1.0
-        call.plan = PrefillPlan.build(
-            spans, mask2d, self.config.ivr_keep, ssr_keep, query_pos=query_pos
-        )
-        call.plan.groups = groups
+        call.plan = plan
         if call.plan.would_shorten:
             check_cache(cache)
         call.static_cache = is_static_cache(cache)

@@ -68,6 +68,7 @@ from halfv.runtime.stages import (
     take_tapped,
 )
 from halfv.runtime.state import CallSlot, CallState, PlanStore
+from halfv.runtime.token_inputs import AddTokenInputs, TakeTokenInputs
 
 __all__ = ["SUPPORTED_ATTENTION", "PruningRuntime", "find_runtime"]
 
@@ -180,6 +181,18 @@ class PruningRuntime(CallLifecycle):
                 previous = layer.__dict__.get("forward")  # e.g. an accelerate device hook
                 layer.forward = FrozenForward(self, idx, layer.forward)
                 self._overrides.append((layer, previous))
+        self._install_token_inputs()
+
+    def _install_token_inputs(self) -> None:
+        """Hooks that gather the adapter's per-token inputs (:mod:`halfv.runtime.token_inputs`)."""
+        spec = self.adapter.token_inputs(self.model)
+        if spec is None:
+            return
+        take = TakeTokenInputs(self, spec)
+        self._handles.append(spec.module.register_forward_pre_hook(take, with_kwargs=True))
+        for idx in range(min(spec.max_layers, len(self.layers))):
+            add = AddTokenInputs(self, idx)
+            self._handles.append(self.layers[idx].register_forward_hook(add))
 
     def remove(self) -> None:
         """Remove every hook and restore every overridden ``forward``."""

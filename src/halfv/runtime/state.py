@@ -51,6 +51,8 @@ class CallState:
         armed: the scoring layer whose ``q_proj``/``k_proj`` outputs are being kept.
         tapped: those outputs.
         backends: the SDPA backend context entered for a decode step.
+        token_inputs: the adapter's per-token inputs taken from a pruned prefill
+            (:mod:`halfv.runtime.token_inputs`).
     """
 
     mode: Literal["pass", "prefill", "decode"] = "pass"
@@ -67,6 +69,7 @@ class CallState:
     armed: int | None = None
     tapped: dict[str, Tensor] = field(default_factory=dict)
     backends: AbstractContextManager[None] | None = None
+    token_inputs: Any = None
 
 
 class CallSlot(threading.local):
