@@ -208,7 +208,15 @@ class PruningRuntime(CallLifecycle):
         if call is None or call.plan is None:
             return None
         if call.mode == "decode":
-            return decode_layer(idx, call, call.plan, args, kwargs)
+            return decode_layer(
+                idx,
+                call,
+                call.plan,
+                args,
+                kwargs,
+                cache_idx=self.cache_index[idx],
+                spec=self.specs[idx],
+            )
         if call.mode == "prefill":
             return self._prefill_layer(idx, call, call.plan, args, kwargs)
         return None
@@ -254,6 +262,7 @@ class PruningRuntime(CallLifecycle):
                 self.parts[idx],
                 rope=self.scoring_layers[idx],
                 scale=self.config.relevance_scaling,
+                window=self.specs[idx].window if self.specs[idx].kind == "sliding" else None,
             )
             call.armed, call.tapped = idx, {}
         return with_hidden(hidden, args, kwargs)

@@ -94,6 +94,7 @@ class PrefillPlan:
     stage_of: tuple[int, ...] = ()  # per decoder layer: its stage start (0: unpruned)
     moved: dict[tuple[int, torch.device], StageLayout] = field(default_factory=dict)
     decode_steps: int = 0  # decode steps served from this prefill's cache
+    prompt_keys: Tensor | None = None  # [B, T] bool: False on the prompt's padding
     stats: PruneStats | None = None  # counted once, when first read
 
     @classmethod
@@ -128,7 +129,8 @@ class PrefillPlan:
         for g, budget in enumerate(budgets):  # fill_: no host tensor to copy over
             span_id[budget.sample].narrow(0, budget.start, budget.length).fill_(g)
         layouts = {0: initial_layout(spans.mask, real_visual=sum(g.length for g in budgets))}
-        return cls(spans, budgets, t, query_pos, span_id, layouts)
+        keys = None if attention_mask is None else attention_mask.to(device).bool()
+        return cls(spans, budgets, t, query_pos, span_id, layouts, prompt_keys=keys)
 
     def alive_counts(self, stage: Literal["ivr", "ssr"]) -> tuple[list[int], list[int]]:
         """Tokens and visual tokens per sample after a stage's prune.
