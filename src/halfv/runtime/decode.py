@@ -21,7 +21,7 @@ from torch import Tensor
 from halfv._compat import cache_from_kwargs
 from halfv.errors import UnsupportedModelError
 from halfv.interfaces import LayerSpec
-from halfv.runtime.decode_masks import cache_window, layer_decode_mask
+from halfv.runtime.decode_masks import CacheWindow, cache_window, layer_decode_mask
 from halfv.runtime.layout import remap_decode_mask
 from halfv.runtime.plan import PrefillPlan
 from halfv.runtime.stage_inputs import hidden_of
@@ -64,6 +64,12 @@ def decode_layer(
         hidden = hidden_of(args, kwargs)
         if held is None:
             masks[key] = _decode_mask(stage, call, plan, mask, hidden)
+        elif _remappable(held, mask, plan.prompt_len + held.seen - layout.length, hidden):
+            # the model's mask covers the whole prompt: a gather of its columns is cheaper
+            total = plan.prompt_len + held.seen - layout.length + hidden.shape[1]
+            masks[key] = remap_decode_mask(
+                mask, plan.layout_on(stage, hidden.device), plan.prompt_len, hidden.shape[1], total
+            )
         else:
             masks[key] = layer_decode_mask(
                 held,
@@ -81,6 +87,14 @@ def decode_layer(
         return None  # SDPA without padding or dummies: nothing to change
     kwargs["attention_mask"] = remapped
     return args, kwargs
+
+
+def _remappable(held: CacheWindow, mask: Any, generated_end: int, hidden: Tensor) -> bool:
+    """Whether a full-attention layer's mask is the model's mask over every position
+    (prompt, generated, new), so that gathering its prompt columns gives the layer's."""
+    if held.window is not None:
+        return False
+    return mask is None or mask.shape[-1] == generated_end + hidden.shape[1]
 
 
 def _step_keys(call: CallState, length: int) -> Tensor | None:
