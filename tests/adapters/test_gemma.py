@@ -40,10 +40,9 @@ def _tiny(attention: str, kind: str = "mixed") -> Tiny:
         if kind == "mixed":
             built = build_gemma()
         else:  # every scoring layer sliding, a wider window: see test_sliding_scoring
-            built = build_gemma(layer_types=["sliding_attention"] * 5 + ["full_attention"])
-            built.model.config.text_config.sliding_window = 16
-            for layer in built.model.model.language_model.layers[:5]:
-                layer.self_attn.sliding_window = 16
+            built = build_gemma(
+                window=16, layer_types=["sliding_attention"] * 5 + ["full_attention"]
+            )
         built.model.set_attn_implementation(attention)
         _CACHE[key] = built
     return _CACHE[key]
