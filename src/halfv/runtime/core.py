@@ -285,7 +285,9 @@ class PruningRuntime(CallLifecycle):
         self, idx: int, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
         """A layer's decode step inside ``torch.compile`` (:mod:`halfv.runtime.decode`)."""
-        return compiled_decode_layer(self._plans, idx, args, kwargs)
+        return compiled_decode_layer(
+            self._plans, idx, args, kwargs, sliding=self.specs[idx].kind == "sliding"
+        )
 
     def frozen_forward(
         self, idx: int, original: Callable[..., Any], args: tuple[Any, ...], kwargs: Any

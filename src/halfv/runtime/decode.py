@@ -104,7 +104,12 @@ def _step_keys(call: CallState, length: int) -> Tensor | None:
 
 
 def compiled_decode_layer(
-    plans: PlanStore, idx: int, args: tuple[Any, ...], kwargs: dict[str, Any]
+    plans: PlanStore,
+    idx: int,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    sliding: bool = False,
 ) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
     """The decode path inside ``torch.compile`` (transformers compiles decode steps
     only): no per-thread state, no memo, no host reads; the plan comes from the cache
@@ -116,6 +121,13 @@ def compiled_decode_layer(
     layout = plan.layouts[plan.stage_of[idx]]
     if layout.length == plan.prompt_len and not layout.has_dummies:
         return None  # nothing was dropped: the caches and the model's masks agree
+    if sliding:
+        msg = (
+            f"halfv: layer {idx} is a pruned sliding-window layer inside a compiled decode "
+            "step; its mask needs its cache's host-side length. Decode it without "
+            "torch.compile (the default dynamic cache), or keep 1.0"
+        )
+        raise UnsupportedModelError(msg)
     if not isinstance(mask, Tensor):
         if not layout.has_dummies:
             return None
