@@ -6,7 +6,6 @@ layers' masks and caches bind, in prefill and in decode.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import pytest
@@ -15,7 +14,7 @@ import torch
 import halfv
 from halfv.adapters import Gemma3Adapter
 from halfv.errors import UnsupportedModelError
-from halfv.interfaces import AttentionParts
+from halfv.interfaces import LayerSpec
 from halfv.testing import check_backbone
 from halfv.testing.backbone import (
     check_cached_decode,
@@ -225,24 +224,14 @@ def test_default_schedule_of_gemma3_4b_layout() -> None:
     assert config == Gemma3Adapter.reference_schedule
 
 
-class _NoOutputNorms(Gemma3Adapter):
-    def attention_parts(self, layer: torch.nn.Module) -> AttentionParts:
-        parts = super().attention_parts(layer)
-        return dataclasses.replace(parts, attn_output_norm=None, mlp_output_norm=None)
+class _PreNormClaim(Gemma3Adapter):
+    def layer_specs(self, model: torch.nn.Module) -> list[LayerSpec]:
+        return [LayerSpec(kind=s.kind, window=s.window) for s in super().layer_specs(model)]
 
 
-def test_freezing_a_sandwich_block_without_its_output_norms_is_refused() -> None:
+def test_freezing_a_sandwich_block_declared_pre_norm_is_refused() -> None:
     tiny = _tiny("sdpa")
     with pytest.raises(UnsupportedModelError, match="sandwich"):
-        halfv.apply(tiny.model, FREEZE, adapter=_NoOutputNorms())
-    with halfv.apply(tiny.model, PRUNE, adapter=_NoOutputNorms()):
+        halfv.apply(tiny.model, FREEZE, adapter=_PreNormClaim())
+    with halfv.apply(tiny.model, PRUNE, adapter=_PreNormClaim()):
         pass  # pruning never runs the frozen path
-
-
-def test_llama_style_specs_mark_sandwich_blocks() -> None:
-    """A LlamaStyleAdapter subclass on Gemma layers finds the output norms and says so."""
-    from halfv.adapters.llava import LlavaAdapter
-
-    tiny = _tiny("sdpa")
-    specs = LlavaAdapter().layer_specs(tiny.model)
-    assert [s.block for s in specs] == ["sandwich"] * 6

@@ -9,7 +9,6 @@ config fields hold the visual token ids and what its default schedule is.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Any, ClassVar
 
@@ -17,7 +16,7 @@ from torch import nn
 
 from halfv.config import PruningConfig
 from halfv.errors import HalfvTypeError, HalfvValueError
-from halfv.interfaces import AttentionParts, BackboneAdapter, LayerSpec, SaturationDetector
+from halfv.interfaces import AttentionParts, BackboneAdapter, SaturationDetector
 from halfv.saturation import KLSaturationDetector
 
 __all__ = ["TESTED_TRANSFORMERS", "LlamaStyleAdapter", "block_norms", "scale_schedule"]
@@ -156,16 +155,6 @@ class LlamaStyleAdapter(BackboneAdapter):
                 f"layer ({exc}); write an adapter that overrides attention_parts()"
             )
             raise HalfvTypeError(msg) from exc
-
-    def layer_specs(self, model: nn.Module) -> list[LayerSpec]:
-        """The default specs, with ``block="sandwich"`` where :func:`block_norms` finds
-        output norms (Gemma- or GLM-4-style layers)."""
-        specs = []
-        for spec, layer in zip(super().layer_specs(model), self.decoder_layers(model), strict=True):
-            parts = self.attention_parts(layer)
-            sandwich = parts.attn_output_norm is not None or parts.mlp_output_norm is not None
-            specs.append(dataclasses.replace(spec, block="sandwich") if sandwich else spec)
-        return specs
 
     def default_config(self, model: nn.Module) -> PruningConfig:
         """The reference schedule scaled to this model's depth."""

@@ -52,21 +52,22 @@ def query_rows_of(layout: StageLayout) -> tuple[Tensor, Tensor]:
 def check_blocks(
     specs: Sequence[LayerSpec], parts: Sequence[AttentionParts], mode: str, first: int | None
 ) -> None:
-    """Refuse to freeze a layer declared a sandwich block whose parts give no output norm.
+    """Refuse to freeze a layer whose block the frozen path cannot reproduce.
 
-    The frozen text rows would skip the block's output norms: a silently wrong answer.
-    (Output norms the parts do give are always applied, whatever the spec says.)
+    A layer the adapter declares a sandwich block must give its output norms (else the
+    frozen text rows would skip them: a silently wrong answer), and a pre-norm block none.
     """
     if mode != "freeze" or first is None:
         return
     for idx in range(first, len(parts)):
-        norms = (parts[idx].attn_output_norm, parts[idx].mlp_output_norm)
-        if specs[idx].block == "sandwich" and norms == (None, None):
+        spec, part = specs[idx], parts[idx]
+        if (spec.block == "sandwich") != part.sandwich:
             msg = (
-                f"layer {idx}: the adapter's layer_specs() declares a sandwich block, but its "
-                "attention_parts() give neither attn_output_norm nor mlp_output_norm, so the "
-                "frozen layer would skip the block's output norms (ssr_mode='freeze'). Return "
-                "them from attention_parts()"
+                f"layer {idx}: the adapter's layer_specs() says block={spec.block!r}, but its "
+                "attention_parts() give attn_output_norm="
+                f"{type(part.attn_output_norm).__name__}, mlp_output_norm="
+                f"{type(part.mlp_output_norm).__name__}; a sandwich block needs its output norms "
+                "(a pre-norm block has none) for ssr_mode='freeze'. Fix the adapter"
             )
             raise UnsupportedModelError(msg)
 
