@@ -224,10 +224,19 @@ class SaturationDetector(ABC):
 # --------------------------------------------------------------------------- adapters
 @dataclass(frozen=True)
 class AttentionParts:
-    """The pieces of one pre-norm decoder layer halfv reads directly.
+    """The pieces of one decoder layer halfv reads directly.
 
     ``q_norm``/``k_norm`` are per-head norms applied before RoPE (``None`` if absent).
     ``sliding_window`` is the layer's window (``None`` for full attention).
+
+    ``post_attention_layernorm`` is always the norm *in front of the MLP* (Llama's
+    ``post_attention_layernorm``, Gemma's ``pre_feedforward_layernorm``). A sandwich block
+    (Gemma 2/3, GLM-4) also norms each sublayer's output before its residual add:
+    ``attn_output_norm`` (Gemma's ``post_attention_layernorm``, GLM-4's
+    ``post_self_attn_layernorm``) and ``mlp_output_norm`` (Gemma's
+    ``post_feedforward_layernorm``, GLM-4's ``post_mlp_layernorm``); both ``None`` in a
+    pre-norm block. ``softcap`` is the attention-logit soft cap the model applies
+    (``softcap * tanh(logits / softcap)`` before the mask), ``None`` if it applies none.
     """
 
     input_layernorm: nn.Module
@@ -244,7 +253,15 @@ class AttentionParts:
     q_norm: nn.Module | None = None
     k_norm: nn.Module | None = None
     sliding_window: int | None = None
+    attn_output_norm: nn.Module | None = None
+    mlp_output_norm: nn.Module | None = None
+    softcap: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def sandwich(self) -> bool:
+        """Whether the block norms its sublayers' outputs (a sandwich block)."""
+        return self.attn_output_norm is not None or self.mlp_output_norm is not None
 
 
 #: ``(q, k, cos, sin) -> (q, k)`` with ``q``/``k`` ``[B, H, S, head_dim]`` and the tables
@@ -404,17 +421,22 @@ class BackboneAdapter(ABC):
         """One :class:`LayerSpec` per decoder layer.
 
         The default reads ``config.layer_types`` of the language model when it has one,
-        and each layer's ``sliding_window`` from :meth:`attention_parts`; adapters of
-        models with other layer kinds, sandwich norms or their own rotary override it.
+        and each layer's ``sliding_window`` and output norms (a sandwich block) from
+        :meth:`attention_parts`; adapters of models with other layer kinds or their own
+        rotary override it.
         """
         lm_config = getattr(self.language_model(model), "config", None)
         types = getattr(lm_config, "layer_types", None)
         specs = []
         for idx, layer in enumerate(self.decoder_layers(model)):
-            window = self.attention_parts(layer).sliding_window
+            parts = self.attention_parts(layer)
+            window = parts.sliding_window
             layer_type = types[idx] if isinstance(types, (list, tuple)) else None
             kind: Literal["full", "sliding"] = "sliding" if window else "full"
-            specs.append(LayerSpec(kind=kind, window=window or None, layer_type=layer_type))
+            block: Literal["pre_norm", "sandwich"] = "sandwich" if parts.sandwich else "pre_norm"
+            specs.append(
+                LayerSpec(kind=kind, window=window or None, block=block, layer_type=layer_type)
+            )
         return specs
 
     def token_inputs(self, model: nn.Module) -> TokenInputs | None:

@@ -3,7 +3,7 @@
 One file per backbone (``llava.py``, ``llava_next.py``, ``qwen2_vl.py``,
 ``qwen2_5_vl.py``, ``qwen3_vl.py``, ``internvl.py``, ``llava_onevision.py``,
 ``llava_next_video.py``, ``paligemma.py``, ``idefics3.py``, ``smolvlm.py``,
-``mistral3.py``), each naming the transformers modeling
+``mistral3.py``, ``gemma3.py``), each naming the transformers modeling
 file it follows; the decoder logic they share is in ``base.py``.
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from halfv.adapters.base import LlamaStyleAdapter, scale_schedule
+from halfv.adapters.gemma3 import Gemma3Adapter
 from halfv.adapters.idefics3 import Idefics3Adapter
 from halfv.adapters.internvl import InternVLAdapter
 from halfv.adapters.llava import LlavaAdapter
@@ -28,6 +29,7 @@ from halfv.interfaces import BackboneAdapter
 from halfv.plugins.hookspecs import hookimpl
 
 __all__ = [
+    "Gemma3Adapter",
     "Idefics3Adapter",
     "InternVLAdapter",
     "LlamaStyleAdapter",
@@ -58,6 +60,7 @@ def register_adapters(register: Callable[[BackboneAdapter], None]) -> None:
         Qwen2VLAdapter,
         Qwen3VLAdapter,
         Qwen3VLMoeAdapter,
+        Gemma3Adapter,
     ):
         register(adapter_class())
     for more in (  # issue #20: the families that were nearly exact already

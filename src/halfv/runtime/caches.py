@@ -6,14 +6,18 @@ cache is shorter than an unpruned layer's by ``T - S``. Two kinds of transformer
 
 * ``DynamicCache``: each ``DynamicLayer`` grows by concatenation, so it simply holds
   fewer entries. ``crop`` is relative from 5.24 on (``crop(-n)`` drops the last ``n``
-  entries of every layer), which is right for layers of any length;
+  entries of every layer), which is right for layers of any length. A
+  ``DynamicSlidingWindowLayer`` (Gemma 3's sliding layers) keeps the last
+  ``window - 1`` entries it was given: for a pruned layer, the last slots of its stage,
+  a superset of the positions still inside the window, which the decode masks
+  (:mod:`halfv.runtime.decode_masks`) sort out by original position;
 * ``StaticCache``: each ``StaticLayer`` preallocates ``max_cache_len`` entries when its
   first ``update`` runs (``lazy_initialization``). Before that happens in a pruned
   prefill, :func:`size_static_layer` shrinks the layer to ``max_cache_len - (T - S)``, so
   it holds exactly the stage's slots plus the same room for generated tokens as layer 0,
   and the decode masks remapped from layer 0 (``halfv.runtime.layout``) match its length.
 
-Any other cache (quantized, offloaded, sliding-window static layers) is refused when a
+Any other cache (quantized, offloaded, static sliding-window layers) is refused when a
 prompt would be shortened, with a message that names the fix; at keep 1.0 nothing is
 shortened and every cache passes.
 """
@@ -52,13 +56,21 @@ def check_cache(cache: Any) -> None:
     """
     if cache is None or is_static_cache(cache):
         return
-    from transformers.cache_utils import DynamicCache, DynamicLayer
+    from transformers.cache_utils import DynamicCache, DynamicLayer, DynamicSlidingWindowLayer
 
     if isinstance(cache, DynamicCache) and all(
-        type(layer) is DynamicLayer for layer in _layers(cache)
+        type(layer) in (DynamicLayer, DynamicSlidingWindowLayer) for layer in _layers(cache)
     ):
         return
     kinds = sorted({type(layer).__name__ for layer in _layers(cache)})
+    if "StaticSlidingWindowLayer" in kinds:
+        msg = (
+            f"halfv cannot prune into a {type(cache).__name__} with sliding-window layers "
+            "(StaticSlidingWindowLayer): a pruned layer would need a window ring sized to its "
+            "own slots. Use generate(..., cache_implementation='dynamic') (a DynamicCache "
+            "handles sliding layers), or keep 1.0, where every cache works"
+        )
+        raise UnsupportedModelError(msg)
     msg = (
         f"halfv cannot prune into a {type(cache).__name__} "
         f"(layers: {', '.join(kinds) or 'none'}): its layers cannot hold different lengths. "

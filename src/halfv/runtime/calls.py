@@ -193,6 +193,11 @@ class CallLifecycle:
 
     def _start_decode(self, call: CallState, plan: PrefillPlan, cache: Any, kwargs: Any) -> None:
         call.mode, call.plan, call.cache = "decode", plan, cache
+        call.static_cache = is_static_cache(cache)
+        step_mask = kwargs.get("attention_mask")
+        call.step_mask = (
+            step_mask if isinstance(step_mask, Tensor) and step_mask.dim() == 2 else None
+        )
         if self.decode_without_cudnn and plan.shortens_cache:
             ids = kwargs.get("input_ids")
             device = ids.device if isinstance(ids, Tensor) else None

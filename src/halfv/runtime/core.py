@@ -40,7 +40,7 @@ from torch.utils.hooks import RemovableHandle
 
 from halfv._compat import cache_from_kwargs
 from halfv.config import PruningConfig
-from halfv.interfaces import AttentionParts, BackboneAdapter, IVRPolicy, SSRPolicy
+from halfv.interfaces import AttentionParts, BackboneAdapter, IVRPolicy, LayerSpec, SSRPolicy
 from halfv.runtime.caches import (
     check_cache,
     is_static_cache,
@@ -49,7 +49,7 @@ from halfv.runtime.caches import (
 from halfv.runtime.calls import SUPPORTED_ATTENTION, CallLifecycle
 from halfv.runtime.decode import compiled_decode_layer, decode_layer
 from halfv.runtime.distributed import check_tensor_parallel
-from halfv.runtime.freeze import frozen_visual_forward
+from halfv.runtime.freeze import check_blocks, frozen_visual_forward
 from halfv.runtime.hooks import (
     EntryEnter,
     EntryExit,
@@ -97,6 +97,8 @@ class PruningRuntime(CallLifecycle):
         self.layers: Sequence[nn.Module] = adapter.decoder_layers(model)
         config.check_depth(len(self.layers))
         self.parts: list[AttentionParts] = [adapter.attention_parts(la) for la in self.layers]
+        self.specs: list[LayerSpec] = adapter.layer_specs(model)
+        check_blocks(self.specs, self.parts, self.ssr_mode, config.ssr_layer)
         self.cache_index = [
             int(getattr(getattr(la, "self_attn", None), "layer_idx", i) or i)
             for i, la in enumerate(self.layers)
@@ -220,7 +222,15 @@ class PruningRuntime(CallLifecycle):
         if call is None or call.plan is None:
             return None
         if call.mode == "decode":
-            return decode_layer(idx, call, call.plan, args, kwargs)
+            return decode_layer(
+                idx,
+                call,
+                call.plan,
+                args,
+                kwargs,
+                cache_idx=self.cache_index[idx],
+                spec=self.specs[idx],
+            )
         if call.mode == "prefill":
             return self._prefill_layer(idx, call, call.plan, args, kwargs)
         return None
@@ -266,6 +276,7 @@ class PruningRuntime(CallLifecycle):
                 self.parts[idx],
                 rope=self.scoring_layers[idx],
                 scale=self.config.relevance_scaling,
+                window=self.specs[idx].window if self.specs[idx].kind == "sliding" else None,
             )
             call.armed, call.tapped = idx, {}
         return with_hidden(hidden, args, kwargs)
@@ -288,7 +299,9 @@ class PruningRuntime(CallLifecycle):
         self, idx: int, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
         """A layer's decode step inside ``torch.compile`` (:mod:`halfv.runtime.decode`)."""
-        return compiled_decode_layer(self._plans, idx, args, kwargs)
+        return compiled_decode_layer(
+            self._plans, idx, args, kwargs, sliding=self.specs[idx].kind == "sliding"
+        )
 
     def frozen_forward(
         self, idx: int, original: Callable[..., Any], args: tuple[Any, ...], kwargs: Any

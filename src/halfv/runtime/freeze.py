@@ -12,10 +12,17 @@ It reproduces, for pre-norm Llama-style layers (Llama, Mistral, Qwen2, Qwen2.5-V
 ``transformers.models.llama.modeling_llama.LlamaDecoderLayer.forward`` with the visual
 rows' updates removed; an explicit mask of ``[text queries x all keys]`` built from the
 original positions replaces the causal flag (which is wrong when queries are a subset).
+
+Sandwich blocks (``transformers.models.gemma3.modeling_gemma3.Gemma3DecoderLayer``, GLM-4)
+norm each sublayer's output before its residual add: the frozen path applies the block's
+own ``attn_output_norm`` and ``mlp_output_norm`` (:class:`~halfv.interfaces.AttentionParts`)
+there. A layer with attention-logit soft capping (``parts.softcap``) runs the capped
+softmax of the model's eager attention instead of SDPA.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -23,11 +30,12 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from halfv.devices import module_device
-from halfv.interfaces import AttentionParts
+from halfv.errors import UnsupportedModelError
+from halfv.interfaces import AttentionParts, LayerSpec
 from halfv.ops.relevance import rotate_half
 from halfv.runtime.layout import StageLayout, gather_rows
 
-__all__ = ["frozen_visual_forward", "query_rows_of"]
+__all__ = ["check_blocks", "frozen_visual_forward", "query_rows_of"]
 
 
 def query_rows_of(layout: StageLayout) -> tuple[Tensor, Tensor]:
@@ -39,6 +47,29 @@ def query_rows_of(layout: StageLayout) -> tuple[Tensor, Tensor]:
         Built once per stage layout (:attr:`StageLayout.text_rows`), not once per layer.
     """
     return layout.text_rows
+
+
+def check_blocks(
+    specs: Sequence[LayerSpec], parts: Sequence[AttentionParts], mode: str, first: int | None
+) -> None:
+    """Refuse to freeze a layer whose block the frozen path cannot reproduce.
+
+    A layer the adapter declares a sandwich block must give its output norms (else the
+    frozen text rows would skip them: a silently wrong answer), and a pre-norm block none.
+    """
+    if mode != "freeze" or first is None:
+        return
+    for idx in range(first, len(parts)):
+        spec, part = specs[idx], parts[idx]
+        if (spec.block == "sandwich") != part.sandwich:
+            msg = (
+                f"layer {idx}: the adapter's layer_specs() says block={spec.block!r}, but its "
+                "attention_parts() give attn_output_norm="
+                f"{type(part.attn_output_norm).__name__}, mlp_output_norm="
+                f"{type(part.mlp_output_norm).__name__}; a sandwich block needs its output norms "
+                "(a pre-norm block has none) for ssr_mode='freeze'. Fix the adapter"
+            )
+            raise UnsupportedModelError(msg)
 
 
 def _rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
@@ -133,16 +164,36 @@ def frozen_visual_forward(
         k, v = cache.update(k, v, layer_idx)  # type: ignore[attr-defined]
     if k.shape[-2] > allowed.shape[-1]:  # a static cache's unwritten room: never read
         allowed = F.pad(allowed, (0, k.shape[-2] - allowed.shape[-1]), value=False)
-    attn = F.scaled_dot_product_attention(
-        q, k, v, attn_mask=allowed, scale=parts.scaling, enable_gqa=True
-    )
+    attn = _attend(q, k, v, allowed, parts)
     attn = attn.transpose(1, 2).reshape(b, rows.shape[1], -1)
     residual = gather_rows(hidden, rows)
-    updated = residual + parts.o_proj(attn)
-    updated = updated + parts.mlp(parts.post_attention_layernorm(updated))
+    updated = residual + _sublayer_out(parts.o_proj(attn), parts.attn_output_norm)
+    mlp_out = parts.mlp(parts.post_attention_layernorm(updated))
+    updated = updated + _sublayer_out(mlp_out, parts.mlp_output_norm)
     updated = torch.where(row_valid[..., None], updated, residual)
     index = rows[..., None].expand(-1, -1, hidden.shape[-1])
     return hidden.scatter(1, index, updated)
+
+
+def _sublayer_out(out: Tensor, norm: torch.nn.Module | None) -> Tensor:
+    """A sublayer's output as its residual add sees it: normed in a sandwich block."""
+    return out if norm is None else norm(out)
+
+
+def _attend(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor, parts: AttentionParts) -> Tensor:
+    """``[B, H, Q, hd]`` attention of the text queries; soft-capped like the model's eager
+    attention when ``parts.softcap`` is set."""
+    if parts.softcap is None:
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=allowed, scale=parts.scaling, enable_gqa=True
+        )
+    groups = q.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+    logits = torch.matmul(q, k.transpose(2, 3)) * parts.scaling
+    logits = torch.tanh(logits / parts.softcap) * parts.softcap
+    logits = logits.masked_fill(~allowed, torch.finfo(logits.dtype).min)
+    weights = torch.softmax(logits, dim=-1, dtype=torch.float32).to(q.dtype)
+    return torch.matmul(weights, v)
 
 
 _FrozenInputs = tuple[Tensor, Tensor, tuple[Tensor, Tensor], tuple[Tensor, Tensor], Tensor]

@@ -106,6 +106,7 @@ class PrefillPlan:
     stage_of: tuple[int, ...] = ()  # per decoder layer: its stage start (0: unpruned)
     moved: dict[tuple[int, torch.device], StageLayout] = field(default_factory=dict)
     decode_steps: int = 0  # decode steps served from this prefill's cache
+    prompt_keys: Tensor | None = None  # [B, T] bool: False on the prompt's padding
     stats: PruneStats | None = None  # counted once, when first read
     groups: tuple[BudgetGroup, ...] = ()  # the budget groups (one per budget, in order)
 
@@ -152,7 +153,8 @@ class PrefillPlan:
         if spans.sizes is not None:  # joined spans: their joiners are not visual
             span_id.masked_fill_(~spans.mask, -1)
         layouts = {0: initial_layout(spans.mask, real_visual=sum(g.length for g in budgets))}
-        return cls(spans, budgets, t, query_pos, span_id, layouts)
+        keys = None if attention_mask is None else attention_mask.to(device).bool()
+        return cls(spans, budgets, t, query_pos, span_id, layouts, prompt_keys=keys)
 
     def alive_counts(self, stage: Literal["ivr", "ssr"]) -> tuple[list[int], list[int]]:
         """Tokens and visual tokens per sample after a stage's prune.

@@ -43,6 +43,8 @@ class PendingScore:
         rotary: flattened ``(cos, sin)`` or ``None``.
         scale: whether logits are scaled by ``1/sqrt(head_dim)``.
         head_group: the tensor-parallel ranks that split the layer's heads, or ``None``.
+        visible: ``[M]`` bool, the visual rows inside a sliding scoring layer's window
+            (``None`` for a full-attention layer).
     """
 
     hidden: Tensor
@@ -54,6 +56,7 @@ class PendingScore:
     rotary: tuple[Tensor, Tensor] | None
     scale: bool
     head_group: HeadGroup | None = None
+    visible: Tensor | None = None
 
     def scores(self, tapped: tuple[Tensor, Tensor] | None) -> Tensor:
         """Relevance per visual row, from the tapped projections when there are any."""
@@ -66,6 +69,7 @@ class PendingScore:
             "rotary": self.rotary,
             "scale": self.scale,
             "head_group": self.head_group,
+            "visible": self.visible,
         }
         b, s = self.hidden.shape[:2]
         if tapped is None or tapped[0].shape[:2] != (b, s):
