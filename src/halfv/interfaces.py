@@ -374,20 +374,9 @@ class BackboneAdapter(ABC):
     def video_frames(
         self, model: nn.Module, spans: VisualSpans, inputs: Mapping[str, Any]
     ) -> tuple[VideoFrames, ...]:
-        """Where the frames of each video of a prefill are (budget groups,
-        ``PruningConfig.video_budget``; see docs/video.md).
-
-        Args:
-            model: the model.
-            spans: the prefill's visual spans.
-            inputs: the entry module's keyword arguments of the call (``input_ids``,
-                ``video_grid_thw``, ``pixel_values_videos``, ...).
-
-        Returns:
-            One :class:`~halfv.ops.video.VideoFrames` per video, in prompt order. Default
-            ``()``: the family's inputs do not say which spans are video frames, so every
-            span is its own budget group (an image) under both modes.
-        """
+        """Where each video's frames are in a prefill (``inputs``: the entry module's keyword
+        arguments), for ``PruningConfig.video_budget``. Default ``()``: none known, every
+        visual span is its own budget (``halfv.adapters.video`` has helpers)."""
         return ()
 
     def span_joiners(self, model: nn.Module) -> frozenset[int]:
