@@ -28,6 +28,8 @@ from halfv.errors import HalfvTypeError, HalfvValueError
 
 if TYPE_CHECKING:
     from halfv.config import PruningConfig
+    from halfv.ops.spans import VisualSpans
+    from halfv.ops.video import VideoFrames
 
 __all__ = [
     "AttentionParts",
@@ -372,6 +374,14 @@ class BackboneAdapter(ABC):
     @abstractmethod
     def visual_token_ids(self, model: nn.Module) -> tuple[int, ...]:
         """Token ids that stand for visual features in ``input_ids`` (images and videos)."""
+
+    def video_frames(
+        self, model: nn.Module, spans: VisualSpans, inputs: Mapping[str, Any]
+    ) -> tuple[VideoFrames, ...]:
+        """Where each video's frames are in a prefill (``inputs``: the entry module's keyword
+        arguments), for ``PruningConfig.video_budget``. Default ``()``: none known, every
+        visual span is its own budget (``halfv.adapters.video`` has helpers)."""
+        return ()
 
     def span_joiners(self, model: nn.Module) -> frozenset[int]:
         """Token ids that join the visual runs on either side into one span.

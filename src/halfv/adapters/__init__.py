@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from halfv.adapters.base import LlamaStyleAdapter, scale_schedule
+from halfv.adapters.gemma3 import Gemma3Adapter
 from halfv.adapters.glm4v import Glm4vAdapter
 from halfv.adapters.idefics3 import Idefics3Adapter
 from halfv.adapters.internvl import InternVLAdapter
@@ -29,6 +30,7 @@ from halfv.plugins.hookspecs import hookimpl
 
 __all__ = [
     "BUILT_IN",
+    "Gemma3Adapter",
     "Glm4vAdapter",
     "Idefics3Adapter",
     "InternVLAdapter",
@@ -61,6 +63,7 @@ BUILT_IN: tuple[type[BackboneAdapter], ...] = (
     Qwen3VLMoeAdapter,
     Qwen35Adapter,
     Glm4vAdapter,
+    Gemma3Adapter,
     LlavaOnevisionAdapter,
     LlavaNextVideoAdapter,
     PaliGemmaAdapter,

@@ -8,8 +8,10 @@ checkpoints), and the visual token ids are the config's ``image_token_id`` and
 
 Layout (``processing_llava_next_video.py``): an image is one run of ``<image>`` tokens
 (anyres, newline rows included) and a video one run of ``<video>`` tokens (every frame,
-pooled by ``spatial_pool_stride``), so each image and each video is one span with its own
-budget: a video is budgeted as a whole, not per frame.
+pooled by ``spatial_pool_stride``), so each image and each video is one span. A video's
+frames (``pixel_values_videos`` ``[videos, frames, C, H, W]``, equal pooled frames in
+order) are reported by :meth:`LlavaNextVideoAdapter.video_frames`, so a video is budgeted
+as a whole or per frame (``PruningConfig.video_budget``).
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ from __future__ import annotations
 from typing import ClassVar
 
 from halfv.adapters.base import LlamaStyleAdapter
+from halfv.adapters.video import CountedVideoFrames
 from halfv.config import PruningConfig
 
 __all__ = ["LlavaNextVideoAdapter"]
 
 
-class LlavaNextVideoAdapter(LlamaStyleAdapter):
+class LlavaNextVideoAdapter(CountedVideoFrames, LlamaStyleAdapter):
     """LLaVA-NeXT-Video: the LLaVA-1.5 (Vicuna) schedule, IVR at 3 of 32 keeping 50 %
     (20 % anchors), freeze visual tokens from 15, scaled to depth.
 

@@ -8,8 +8,10 @@ token ids are the config's ``image_token_id`` and ``video_token_id``.
 Layout (``processing_llava_onevision.py``): an image is one run of ``<image>`` tokens
 (the anyres base and crops, with the ``image_newline`` rows included in the run) and a
 video one run of ``<video>`` tokens (every frame, pooled, plus one newline), so each
-image and each video is one span with its own budget: a video is budgeted as a whole,
-not per frame.
+image and each video is one span. A video's frames (``pixel_values_videos``
+``[videos, frames, C, H, W]``; the newline row joins the last frame) are reported by
+:meth:`LlavaOnevisionAdapter.video_frames`, so a video is budgeted as a whole or per frame
+(``PruningConfig.video_budget``).
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ from __future__ import annotations
 from typing import ClassVar
 
 from halfv.adapters.base import LlamaStyleAdapter
+from halfv.adapters.video import CountedVideoFrames
 from halfv.config import PruningConfig
 
 __all__ = ["LlavaOnevisionAdapter"]
 
 
-class LlavaOnevisionAdapter(LlamaStyleAdapter):
+class LlavaOnevisionAdapter(CountedVideoFrames, LlamaStyleAdapter):
     """LLaVA-OneVision: the Qwen2.5-VL schedule (IVR at 2 of 28 keeping 25 %, then the top
     5 % from 21), scaled to depth.
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from halfv.adapters.base import LlamaStyleAdapter
+from halfv.adapters.video import GridVideoFrames
 from halfv.config import PruningConfig
 
 __all__ = ["Qwen2VLAdapter"]
@@ -23,7 +24,7 @@ __all__ = ["Qwen2VLAdapter"]
 TESTED = "tested on transformers 5.23 and 5.24"
 
 
-class Qwen2VLAdapter(LlamaStyleAdapter):
+class Qwen2VLAdapter(GridVideoFrames, LlamaStyleAdapter):
     """Qwen2-VL: IVR at 2 keeping 25 %, then keep the top 5 % (of the original) from 21.
 
     Qwen2-VL-7B has 28 layers and the Qwen2 backbone of Qwen2.5-VL, and the HalfV token

@@ -28,6 +28,7 @@ from typing import ClassVar
 from torch import nn
 
 from halfv.adapters.base import LlamaStyleAdapter
+from halfv.adapters.video import GridVideoFrames
 from halfv.config import PruningConfig
 from halfv.interfaces import TokenInputs
 
@@ -46,7 +47,7 @@ QWEN_SCHEDULE = PruningConfig(
 )
 
 
-class Qwen3VLAdapter(LlamaStyleAdapter):
+class Qwen3VLAdapter(GridVideoFrames, LlamaStyleAdapter):
     """Qwen3-VL: the Qwen rule (IVR 2 keeping 25 %, SSR prune 21 keeping 5 %) at 28 layers,
     scaled to depth (Qwen3-VL-2B: 28 layers; 4B and 8B: 36, so IVR 3 and SSR 27).
 

@@ -78,6 +78,7 @@ def last_token_relevance(
     scale: bool,
     head_group: tuple[ProcessGroup, int] | None = None,
     rotary_fn: RotaryFn | None = None,
+    visible: Tensor | None = None,
 ) -> Tensor:
     """Relevance of each visual row to its sample's last prompt token.
 
@@ -96,9 +97,13 @@ def last_token_relevance(
             (:func:`halfv.runtime.distributed.head_group`); the per-head probabilities
             are then summed over its ranks before dividing by ``parts.num_heads``.
         rotary_fn: the layer's own rotary function (:func:`apply_rotary`), or ``None``.
+        visible: ``[M]`` bool, the rows the query can see (a sliding-window layer hides
+            keys ``window`` or more positions back); hidden rows get relevance 0, as in the
+            model's own softmax. ``None``: every row is visible.
 
     Returns:
-        ``[M]`` float32 relevance; it sums to 1 over the rows of each span.
+        ``[M]`` float32 relevance; it sums to 1 over the visible rows of each span (0 over
+        a span none of whose rows is visible).
     """
     b, s, d = hidden.shape
     device = module_device(parts.q_proj, hidden.device)
@@ -118,6 +123,7 @@ def last_token_relevance(
         scale=scale,
         head_group=head_group,
         rotary_fn=rotary_fn,
+        visible=visible,
     )
 
 
@@ -135,6 +141,7 @@ def relevance_from_projections(
     scale: bool,
     head_group: tuple[ProcessGroup, int] | None = None,
     rotary_fn: RotaryFn | None = None,
+    visible: Tensor | None = None,
 ) -> Tensor:
     """:func:`last_token_relevance` from the scoring layer's query and key projections.
 
@@ -151,6 +158,7 @@ def relevance_from_projections(
         scale: as in :func:`last_token_relevance`.
         head_group: as in :func:`last_token_relevance`.
         rotary_fn: as in :func:`last_token_relevance`.
+        visible: as in :func:`last_token_relevance`.
 
     The runtime reads the projections the scoring layer computes in its own forward
     (``halfv.runtime.scoring.ProjectionTap``) and passes their rows here, so the visual tokens
@@ -168,16 +176,22 @@ def relevance_from_projections(
     logits = _logits(q, k, sample_of_row)  # [M, H] float32
     if scale:
         logits = logits * parts.scaling
+    if visible is not None:
+        logits = logits.masked_fill(~visible.to(device)[:, None], -torch.inf)
     if num_segments == 1:  # one image: a plain max (a scatter would serialise on one row)
         peak = logits.amax(dim=0, keepdim=True)
         weights = (logits - peak).exp()
-        return _mean_over_heads(weights / weights.sum(dim=0, keepdim=True), parts, head_group)
-    seg = segment.to(device)[:, None].expand_as(logits)
-    peak = torch.full((num_segments, logits.shape[1]), -torch.inf, device=device)
-    peak = peak.scatter_reduce(0, seg, logits, reduce="amax", include_self=True)
-    weights = (logits - peak.gather(0, seg)).exp()
-    totals = torch.zeros_like(peak).scatter_add(0, seg, weights)
-    return _mean_over_heads(weights / totals.gather(0, seg), parts, head_group)
+        probs = weights / weights.sum(dim=0, keepdim=True)
+    else:
+        seg = segment.to(device)[:, None].expand_as(logits)
+        peak = torch.full((num_segments, logits.shape[1]), -torch.inf, device=device)
+        peak = peak.scatter_reduce(0, seg, logits, reduce="amax", include_self=True)
+        weights = (logits - peak.gather(0, seg)).exp()
+        totals = torch.zeros_like(peak).scatter_add(0, seg, weights)
+        probs = weights / totals.gather(0, seg)
+    if visible is not None:  # a span with no visible row: 0 / 0 -> 0
+        probs = torch.nan_to_num(probs, nan=0.0)
+    return _mean_over_heads(probs, parts, head_group)
 
 
 def _mean_over_heads(

@@ -6,7 +6,11 @@ cache is shorter than an unpruned layer's by ``T - S``. Two kinds of transformer
 
 * ``DynamicCache``: each ``DynamicLayer`` grows by concatenation, so it simply holds
   fewer entries. ``crop`` is relative from 5.24 on (``crop(-n)`` drops the last ``n``
-  entries of every layer), which is right for layers of any length;
+  entries of every layer), which is right for layers of any length. A
+  ``DynamicSlidingWindowLayer`` (Gemma 3's sliding layers) keeps the last
+  ``window - 1`` entries it was given: for a pruned layer, the last slots of its stage,
+  a superset of the positions still inside the window, which the decode masks
+  (:mod:`halfv.runtime.decode_masks`) sort out by original position;
 * ``StaticCache``: each ``StaticLayer`` preallocates ``max_cache_len`` entries when its
   first ``update`` runs (``lazy_initialization``). Before that happens in a pruned
   prefill, :func:`size_static_layer` shrinks the layer to ``max_cache_len - (T - S)``, so
@@ -17,7 +21,7 @@ A linear-attention layer's cache (``LinearAttentionLayer``: Qwen3.5's conv and r
 states) has no sequence axis, so it is the same whatever a prune removed; it may sit in
 either kind of cache.
 
-Any other cache (quantized, offloaded, sliding-window static layers) is refused when a
+Any other cache (quantized, offloaded, static sliding-window layers) is refused when a
 prompt would be shortened, with a message that names the fix; at keep 1.0 nothing is
 shortened and every cache passes.
 """
@@ -44,10 +48,11 @@ def _linear_layer_type() -> type | None:
     return getattr(cache_utils, "LinearAttentionLayer", None)
 
 
-def _all_of(cache: Any, kind: type) -> bool:
-    """Every layer is exactly ``kind`` or a linear-attention layer (no sequence axis)."""
+def _all_of(cache: Any, kind: type | tuple[type, ...]) -> bool:
+    """Every layer is exactly ``kind`` (or one of them) or a linear-attention layer."""
     linear = _linear_layer_type()
-    return all(type(layer) is kind or type(layer) is linear for layer in _layers(cache))
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return all(type(layer) in kinds or type(layer) is linear for layer in _layers(cache))
 
 
 def is_static_cache(cache: Any) -> bool:
@@ -67,11 +72,21 @@ def check_cache(cache: Any) -> None:
     """
     if cache is None or is_static_cache(cache):
         return
-    from transformers.cache_utils import DynamicCache, DynamicLayer
+    from transformers.cache_utils import DynamicCache, DynamicLayer, DynamicSlidingWindowLayer
 
-    if isinstance(cache, DynamicCache) and _all_of(cache, DynamicLayer):
+    if isinstance(cache, DynamicCache) and _all_of(
+        cache, (DynamicLayer, DynamicSlidingWindowLayer)
+    ):
         return
     kinds = sorted({type(layer).__name__ for layer in _layers(cache)})
+    if "StaticSlidingWindowLayer" in kinds:
+        msg = (
+            f"halfv cannot prune into a {type(cache).__name__} with sliding-window layers "
+            "(StaticSlidingWindowLayer): a pruned layer would need a window ring sized to its "
+            "own slots. Use generate(..., cache_implementation='dynamic') (a DynamicCache "
+            "handles sliding layers), or keep 1.0, where every cache works"
+        )
+        raise UnsupportedModelError(msg)
     msg = (
         f"halfv cannot prune into a {type(cache).__name__} "
         f"(layers: {', '.join(kinds) or 'none'}): its layers cannot hold different lengths. "

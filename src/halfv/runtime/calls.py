@@ -28,6 +28,7 @@ from halfv.runtime.plan import PrefillPlan
 from halfv.runtime.sdpa_backends import decode_backends_without_cudnn
 from halfv.runtime.stages import gather_labels_in_place, placeholder_mask, prefill_spans
 from halfv.runtime.state import CallSlot, CallState, PlanStore
+from halfv.runtime.video import group_spans
 
 __all__ = ["SUPPORTED_ATTENTION", "CallLifecycle"]
 
@@ -151,9 +152,13 @@ class CallLifecycle:
         spans, mask2d, query_pos = found
         if not spans.any:
             return  # text-only prompts pass through untouched
+        spans, groups = group_spans(
+            self.adapter, self.model, spans, input_ids, kwargs, mode=self.config.video_budget
+        )
         self.check_attention()
         ssr_keep = self.config.ssr_keep if self.ssr_mode == "prune" else 1.0
         plan = PrefillPlan.build(spans, mask2d, self.config.ivr_keep, ssr_keep, query_pos=query_pos)
+        plan.groups = groups
         check_router_logits(plan, kwargs)
         call.mode = "prefill"
         call.cache = cache
@@ -193,6 +198,11 @@ class CallLifecycle:
 
     def _start_decode(self, call: CallState, plan: PrefillPlan, cache: Any, kwargs: Any) -> None:
         call.mode, call.plan, call.cache = "decode", plan, cache
+        call.static_cache = is_static_cache(cache)
+        step_mask = kwargs.get("attention_mask")
+        call.step_mask = (
+            step_mask if isinstance(step_mask, Tensor) and step_mask.dim() == 2 else None
+        )
         if self.decode_without_cudnn and plan.shortens_cache:
             ids = kwargs.get("input_ids")
             device = ids.device if isinstance(ids, Tensor) else None

@@ -236,8 +236,18 @@ class PruningRuntime(CallLifecycle):
         call = self._slot.call
         if call is None or call.plan is None:
             return None
-        if call.mode == "decode":  # a linear layer's state has no positions to remap
-            return None if idx in self.linear else decode_layer(idx, call, call.plan, args, kwargs)
+        if call.mode == "decode":
+            if idx in self.linear:  # a linear layer's state has no positions to remap
+                return None
+            return decode_layer(
+                idx,
+                call,
+                call.plan,
+                args,
+                kwargs,
+                cache_idx=self.cache_index[idx],
+                spec=self.specs[idx],
+            )
         if call.mode == "prefill":
             return self._prefill_layer(idx, call, call.plan, args, kwargs)
         return None
@@ -284,6 +294,7 @@ class PruningRuntime(CallLifecycle):
                 rope=self.scoring_layers[idx],
                 scale=self.config.relevance_scaling,
                 rotary_fn=self.specs[idx].rotary,
+                window=self.specs[idx].window if self.specs[idx].kind == "sliding" else None,
             )
             call.armed, call.tapped = idx, {}
         return with_hidden(hidden, args, kwargs)
@@ -308,7 +319,9 @@ class PruningRuntime(CallLifecycle):
         """A layer's decode step inside ``torch.compile`` (:mod:`halfv.runtime.decode`)."""
         if idx in self.linear:
             return None
-        return compiled_decode_layer(self._plans, idx, args, kwargs)
+        return compiled_decode_layer(
+            self._plans, idx, args, kwargs, sliding=self.specs[idx].kind == "sliding"
+        )
 
     def frozen_forward(
         self, idx: int, original: Callable[..., Any], args: tuple[Any, ...], kwargs: Any

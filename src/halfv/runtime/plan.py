@@ -8,7 +8,7 @@ decode steps that follow. It holds only tensors and ints: no model references.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import torch
@@ -17,6 +17,7 @@ from torch import Tensor
 from halfv.interfaces import IVRPolicy, SSRPolicy
 from halfv.ops.budget import kept_count
 from halfv.ops.spans import VisualSpans
+from halfv.ops.video import BudgetGroup
 from halfv.runtime.layout import StageLayout, initial_layout
 
 __all__ = ["LayerStats", "PrefillPlan", "PruneStats", "SpanBudget", "select_per_span"]
@@ -69,6 +70,8 @@ class PruneStats:
         ssr_mode: the SSR action that was applied.
         kept_positions: for each pruning layer, the original prompt positions every sample
             keeps from that layer on (text and visual, increasing).
+        budget_groups: the visual tokens that shared one budget (an image, a video, or a
+            frame of one: ``PruningConfig.video_budget``), with what each kept.
         span_sizes: visual tokens per span, per sample (smaller than the span's length
             where span joiners sit inside it; budgets are shares of these).
     """
@@ -79,6 +82,7 @@ class PruneStats:
     layers: tuple[LayerStats, ...]
     ssr_mode: str
     kept_positions: dict[int, tuple[tuple[int, ...], ...]]
+    budget_groups: tuple[BudgetGroup, ...] = ()
     span_sizes: tuple[tuple[int, ...], ...] = ()
 
     def kept_visual_per_layer(self, sample: int = 0) -> list[int]:
@@ -102,7 +106,9 @@ class PrefillPlan:
     stage_of: tuple[int, ...] = ()  # per decoder layer: its stage start (0: unpruned)
     moved: dict[tuple[int, torch.device], StageLayout] = field(default_factory=dict)
     decode_steps: int = 0  # decode steps served from this prefill's cache
+    prompt_keys: Tensor | None = None  # [B, T] bool: False on the prompt's padding
     stats: PruneStats | None = None  # counted once, when first read
+    groups: tuple[BudgetGroup, ...] = ()  # the budget groups (one per budget, in order)
 
     @classmethod
     def build(
@@ -147,7 +153,8 @@ class PrefillPlan:
         if spans.sizes is not None:  # joined spans: their joiners are not visual
             span_id.masked_fill_(~spans.mask, -1)
         layouts = {0: initial_layout(spans.mask, real_visual=sum(g.length for g in budgets))}
-        return cls(spans, budgets, t, query_pos, span_id, layouts)
+        keys = None if attention_mask is None else attention_mask.to(device).bool()
+        return cls(spans, budgets, t, query_pos, span_id, layouts, prompt_keys=keys)
 
     def alive_counts(self, stage: Literal["ivr", "ssr"]) -> tuple[list[int], list[int]]:
         """Tokens and visual tokens per sample after a stage's prune.
@@ -256,6 +263,12 @@ class PrefillPlan:
                 for start, layout in sorted(self.layouts.items())
                 if start > 0
             },
+            budget_groups=tuple(
+                replace(group, ivr_keep=budget.ivr_keep, ssr_keep=budget.ssr_keep)
+                for group, budget in zip(self.groups, self.budgets, strict=True)
+            )
+            if self.groups
+            else (),
             span_sizes=self.spans.span_sizes,
         )
 

@@ -45,6 +45,8 @@ class PendingScore:
         head_group: the tensor-parallel ranks that split the layer's heads, or ``None``.
         rotary_fn: the layer's own rotary function (``LayerSpec.rotary``), or ``None``
             for Llama's rotate-half.
+        visible: ``[M]`` bool, the visual rows inside a sliding scoring layer's window
+            (``None`` for a full-attention layer).
     """
 
     hidden: Tensor
@@ -57,6 +59,7 @@ class PendingScore:
     scale: bool
     head_group: HeadGroup | None = None
     rotary_fn: RotaryFn | None = None
+    visible: Tensor | None = None
 
     def scores(self, tapped: tuple[Tensor, Tensor] | None) -> Tensor:
         """Relevance per visual row, from the tapped projections when there are any."""
@@ -70,6 +73,7 @@ class PendingScore:
             "scale": self.scale,
             "head_group": self.head_group,
             "rotary_fn": self.rotary_fn,
+            "visible": self.visible,
         }
         b, s = self.hidden.shape[:2]
         if tapped is None or tapped[0].shape[:2] != (b, s):

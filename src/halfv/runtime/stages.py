@@ -50,11 +50,18 @@ def pending_score(
     rope: bool,
     scale: bool,
     rotary_fn: RotaryFn | None = None,
+    window: int | None = None,
 ) -> PendingScore:
     """What scoring layer ``idx`` needs once its projections are tapped (RoPE on for the
-    SSR pass, with the layer's own rotary function ``rotary_fn`` when it has one)."""
+    SSR pass, with the layer's own rotary function ``rotary_fn`` when it has one;
+    ``window``: the layer's sliding window, whose hidden keys score 0)."""
     layout = plan.current_layout(idx)
     rows, segment = plan.visual_rows(layout)
+    visible = None
+    if window is not None:
+        s = layout.length
+        orig = layout.orig_pos.reshape(-1)[rows]
+        visible = plan.query_pos[rows // s] - orig < window
     rotary = None
     if rope:
         b, s = hidden.shape[:2]
@@ -74,6 +81,7 @@ def pending_score(
         scale=scale,
         head_group=head_group(parts, idx),  # tensor parallelism: sum heads across ranks
         rotary_fn=rotary_fn,
+        visible=visible,
     )
 
 
