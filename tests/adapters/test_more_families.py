@@ -8,7 +8,7 @@ a batch equals its samples run alone; ``halfv.apply(model)`` with no config runs
 family's default schedule through ``generate``. Videos (OneVision, NeXT-Video) are pruned
 as one span each and match the masked reference, alone and beside an image. Mistral3's
 images are one span each across ``[IMG_BREAK]``; PaliGemma's bidirectional prefix is
-exercised with and without a causal suffix, and PaliGemma 2 is refused.
+exercised with and without a causal suffix (PaliGemma 2: ``test_paligemma2.py``).
 """
 
 from __future__ import annotations
@@ -230,35 +230,3 @@ def test_paligemma_prefix_and_suffix(attention: str) -> None:
     causal = {k: v for k, v in inputs.items() if k != "token_type_ids"}
     assert not torch.allclose(_logits(tiny.model, inputs), _logits(tiny.model, causal))
     check_backbone(tiny.model, inputs)
-
-
-def test_paligemma2_is_refused() -> None:
-    from transformers import PaliGemmaConfig, PaliGemmaForConditionalGeneration
-
-    cfg = PaliGemmaConfig(
-        vision_config={
-            "model_type": "siglip_vision_model",
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 1,
-            "num_attention_heads": 2,
-            "image_size": 28,
-            "patch_size": 14,
-            "projection_dim": 32,
-        },
-        text_config={
-            "model_type": "gemma2",
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 4,
-            "num_attention_heads": 2,
-            "num_key_value_heads": 1,
-            "head_dim": 16,
-            "vocab_size": 1000,
-        },
-        image_token_index=998,
-        projection_dim=32,
-    )
-    model = PaliGemmaForConditionalGeneration(cfg).eval()
-    with pytest.raises(halfv.UnsupportedModelError, match="gemma2"):
-        halfv.apply(model)

@@ -1,4 +1,4 @@
-"""The PaliGemma (Gemma-1 language model) adapter; PaliGemma 2 is refused.
+"""The PaliGemma adapter: Gemma-1 (PaliGemma) and Gemma-2 (PaliGemma 2) language models.
 
 It follows ``transformers/models/paligemma/modeling_paligemma.py`` (the ``follows``
 attribute says which transformers release it was tested on): the decoder layers it hooks
@@ -20,15 +20,23 @@ frozen layer reads its text rows of that same mask. The independent masked refer
 bidirectional block included, and the tests compare both on prompts with and without a
 suffix.
 
-**PaliGemma 2** runs a Gemma-2 decoder: sliding-window layers, attention-logit
-softcapping and sandwich norms (a norm after the attention and after the MLP). halfv's
-frozen layer assumes pre-norm blocks and its relevance scores do not softcap, so a freeze
-schedule would be silently wrong and relevance would not be the model's attention: the
-adapter refuses it (:class:`~halfv.errors.UnsupportedModelError`) rather than guess.
+**PaliGemma 2** runs a Gemma-2 decoder (``transformers/models/gemma2/modeling_gemma2.py``):
+``config.layer_types`` alternates ``sliding_attention`` (window ``config.sliding_window``)
+and ``full_attention`` layers, each block is a *sandwich* (``post_attention_layernorm`` on
+the attention output, ``pre_feedforward_layernorm`` / ``post_feedforward_layernorm``
+around the MLP, read by :func:`halfv.adapters.base.block_norms`), and ``Gemma2Attention``
+soft-caps its attention logits (``attn_logit_softcapping``, passed to the attention
+function as ``softcap``). The default ``layer_specs`` reads the layers (each
+``Gemma2Attention.sliding_window``, the sandwich norms) and
+:meth:`PaliGemmaAdapter.attention_parts` adds the soft cap, which the frozen layer and the
+scaled relevance apply as the model's eager attention does. transformers' SDPA attention
+refuses a soft cap, so a PaliGemma 2 with ``attn_logit_softcapping`` set runs on eager.
+Any other decoder is refused (:class:`~halfv.errors.UnsupportedModelError`).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import ClassVar
 
 from torch import nn
@@ -36,11 +44,12 @@ from torch import nn
 from halfv.adapters.base import LlamaStyleAdapter
 from halfv.config import PruningConfig
 from halfv.errors import UnsupportedModelError
+from halfv.layers import AttentionParts
 
 __all__ = ["PaliGemmaAdapter"]
 
-#: the decoder PaliGemma (1) ships with; any other text model_type is refused
-SUPPORTED_TEXT_MODEL = "gemma"
+#: the decoders of PaliGemma (1) and PaliGemma 2; any other text model_type is refused
+SUPPORTED_TEXT_MODELS = ("gemma", "gemma2")
 
 
 class PaliGemmaAdapter(LlamaStyleAdapter):
@@ -72,19 +81,23 @@ class PaliGemmaAdapter(LlamaStyleAdapter):
     )
 
     def language_model(self, model: nn.Module) -> nn.Module:
-        """The Gemma decoder; a PaliGemma 2 (Gemma-2 decoder) is refused."""
+        """The Gemma or Gemma-2 decoder; any other decoder is refused."""
         config = getattr(model, "config", None)
         text = getattr(config, "text_config", None)
-        text_type = getattr(text, "model_type", SUPPORTED_TEXT_MODEL)
-        if text_type != SUPPORTED_TEXT_MODEL:
+        text_type = getattr(text, "model_type", SUPPORTED_TEXT_MODELS[0])
+        if text_type not in SUPPORTED_TEXT_MODELS:
             msg = (
-                f"adapter {self.name!r} supports PaliGemma with a Gemma decoder, this model's "
-                f"decoder is {text_type!r} (PaliGemma 2: sliding-window layers, attention-"
-                "logit softcapping and sandwich norms). halfv's frozen layer assumes pre-norm "
-                "blocks and its relevance scores do not softcap, so pruning it could be "
-                "silently wrong. Use a PaliGemma (1) checkpoint, or pass your own adapter "
+                f"adapter {self.name!r} supports PaliGemma with a Gemma or Gemma-2 decoder "
+                f"(PaliGemma, PaliGemma 2); this model's decoder is {text_type!r}, whose "
+                "layers halfv has not been checked against. Pass your own adapter "
                 "(halfv.apply(model, config, adapter=...)) and prove it with "
                 "halfv.testing.check_backbone"
             )
             raise UnsupportedModelError(msg)
         return super().language_model(model)
+
+    def attention_parts(self, layer: nn.Module) -> AttentionParts:
+        """The Llama-style parts, with Gemma-2's attention-logit soft cap when it has one."""
+        parts = super().attention_parts(layer)
+        softcap = getattr(getattr(layer, "self_attn", None), "attn_logit_softcapping", None)
+        return parts if softcap is None else replace(parts, softcap=float(softcap))

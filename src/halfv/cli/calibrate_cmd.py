@@ -139,6 +139,7 @@ def _load_report(args: argparse.Namespace) -> ProfileReport:
         tie=DEFAULT_TIE if args.tie is None else args.tie,
         min_depth=DEFAULT_MIN_DEPTH if args.min_depth is None else args.min_depth,
         detector=detector,
+        scored_layers=report.model.scored_layers,
     )
     return report.model_copy(update={"lifecycle": lifecycle})
 

@@ -32,13 +32,19 @@ FAMILY_CHOICES = (
     "llava",
     "qwen2_5_vl",
     "internvl",
-    # tiny random only (issue #20; halfv.profile.more_families)
+    # tiny random only (issue #20; halfv.profile.more_families, grid_families)
     "llava_onevision",
     "llava_next_video",
     "paligemma",
     "idefics3",
     "smolvlm",
     "mistral3",
+    "qwen2_vl",
+    "qwen3_vl",
+    "qwen3_vl_moe",
+    "qwen3_5",
+    "glm4v",
+    "gemma3",
 )
 
 

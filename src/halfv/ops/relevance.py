@@ -176,6 +176,8 @@ def relevance_from_projections(
     logits = _logits(q, k, sample_of_row)  # [M, H] float32
     if scale:
         logits = logits * parts.scaling
+        if parts.softcap is not None:  # as the model's eager attention (Gemma 2)
+            logits = torch.tanh(logits / parts.softcap) * parts.softcap
     if visible is not None:
         logits = logits.masked_fill(~visible.to(device)[:, None], -torch.inf)
     if num_segments == 1:  # one image: a plain max (a scatter would serialise on one row)

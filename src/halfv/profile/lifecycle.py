@@ -197,6 +197,7 @@ def detect_lifecycle(
     tie: float = DEFAULT_TIE,
     min_depth: float = DEFAULT_MIN_DEPTH,
     detector: KLSaturationDetector | None = None,
+    scored_layers: Sequence[int] | None = None,
 ) -> Lifecycle:
     """Apply the rule of the module docstring to a whole-sequence TME curve.
 
@@ -207,6 +208,10 @@ def detect_lifecycle(
         tie: near-tie tolerance of the minimum as a fraction of the depth, in ``[0, 1)``.
         min_depth: smallest descent that counts, as a fraction of the range, in ``[0, 1)``.
         detector: decides the SSR mode from ``kl`` (default ``KLSaturationDetector()``).
+        scored_layers: on a model with linear-attention layers, the layers that may prune
+            after a scoring layer (``halfv.runtime.layer_kinds.valid_scored_layers``): the
+            IVR layer moves to the first of them at or after the knee, the SSR layer to
+            the one nearest the minimum (the earlier on a tie). ``None``: every layer.
 
     Returns:
         The :class:`Lifecycle`.
@@ -242,24 +247,44 @@ def detect_lifecycle(
     if knee is None:  # pragma: no cover - the deepest slot always passes for drop < 1
         msg = f"no knee found although D = {depth} > 0: report this curve as a bug"
         raise HalfvRuntimeError(msg)
+    allowed = sorted({int(x) for x in scored_layers}) if scored_layers is not None else None
     ivr = knee  # 1 <= knee <= L - 1 by construction
+    if allowed is not None:
+        later = [x for x in allowed if knee <= x < num_layers]
+        if not later:
+            parts.append(
+                f"knee at slot {knee}, but no layer from there on prunes after an attention "
+                "layer (the rest are linear-attention scoring layers): no layers suggested"
+            )
+            parts.append(mode_rule)
+            return Lifecycle(None, None, mode, (), "; ".join(parts), None, None, depth)
+        ivr = later[0]
+    moved = " (the first layer from there on whose scoring layer is an attention layer)"
     parts.append(
         f"descent depth D = {depth:.4g} (range {spread:.4g}); first slot more than {drop:g}*D "
-        f"below the running maximum: {knee} -> IVR layer {ivr}"
+        f"below the running maximum: {knee} -> IVR layer {ivr}{moved if ivr != knee else ''}"
     )
     ssr: int | None = None
-    if ivr + 1 <= num_layers - 1:
-        ssr = find_minimum(values, ivr + 1, num_layers - 1, tie * depth)
+    minimum: int | None = None
+    candidates = [x for x in allowed if ivr < x < num_layers] if allowed is not None else None
+    if ivr + 1 <= num_layers - 1 and candidates != []:
+        minimum = find_minimum(values, ivr + 1, num_layers - 1, tie * depth)
+        ssr = minimum
+        if candidates is not None:
+            ssr = min(candidates, key=lambda x: (abs(x - minimum), x))
         parts.append(
             f"earliest slot in {ivr + 1}..{num_layers - 1} within {tie:g}*D of the minimum: "
-            f"{ssr} -> SSR layer {ssr}"
+            f"{minimum} -> SSR layer {ssr}"
+            + (" (the nearest whose scoring layer is an attention layer)" if ssr != minimum else "")
         )
+    elif ivr + 1 <= num_layers - 1:
+        parts.append(f"no layer after IVR layer {ivr} prunes after an attention layer: no SSR")
     else:
         parts.append(f"no slot between IVR layer {ivr} and layer {num_layers - 1}: no SSR layer")
     parts.append(mode_rule)
     bounds: tuple[tuple[int, int], ...] = ((0, ivr - 1),)
     bounds += ((ivr, ssr - 1), (ssr, num_layers)) if ssr is not None else ((ivr, num_layers),)
-    return Lifecycle(ivr, ssr, mode, bounds, "; ".join(parts), knee, ssr, depth)
+    return Lifecycle(ivr, ssr, mode, bounds, "; ".join(parts), knee, minimum, depth)
 
 
 def _ssr_mode(

@@ -10,6 +10,8 @@ variants, PaliGemma's bidirectional prefix (``token_type_ids`` 0 over the whole 
 the fake-token frame of Idefics3/SmolVLM, and Mistral3's rows ended by ``[IMG_BREAK]``
 and ``[IMG_END]`` (the tekken ids 12 and 13, with ``[IMG]`` = 10, so the adapter's span
 joiner applies). The image sits where the toy chat template puts it (after ``USER:``).
+The other built-in backbone families (Qwen2-VL, Qwen3-VL, Qwen3-VL-MoE, Qwen3.5, GLM-4.1V,
+Gemma 3) are built by :mod:`halfv.profile.grid_families`; :data:`MORE_FAMILIES` lists both.
 These families have no trained zoo checkpoint.
 """
 
@@ -21,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from halfv.errors import HalfvValueError
+from halfv.profile.grid_families import GRID_FAMILIES, GRID_NAMES, build_grid
 from halfv.profile.sources import _END, _IMAGE, _START, _VISION, ToyProcessor
 
 __all__ = ["MORE_FAMILIES", "NAMES", "LayoutProcessor", "build_more"]
@@ -32,6 +35,7 @@ MORE_FAMILIES: tuple[str, ...] = (
     "idefics3",
     "smolvlm",
     "mistral3",
+    *GRID_FAMILIES,
 )
 """Families ``halfv profile`` builds tiny random models of, beyond the trained zoo's."""
 
@@ -42,6 +46,7 @@ NAMES = {
     "idefics3": "Idefics3",
     "smolvlm": "SmolVLM",
     "mistral3": "Mistral3",
+    **GRID_NAMES,
 }
 _MISTRAL_IMG, _MISTRAL_BREAK, _MISTRAL_END = 10, 12, 13  # tekken special-token ids
 
@@ -82,11 +87,13 @@ def _vision(model_type: str, size: int, **extra: Any) -> dict[str, Any]:
     }
 
 
-def build_more(family: str, text: dict[str, Any]) -> tuple[nn.Module, LayoutProcessor]:
+def build_more(family: str, text: dict[str, Any]) -> tuple[nn.Module, ToyProcessor]:
     """A tiny random model of ``family`` (one of :data:`MORE_FAMILIES`) and its builder.
 
     ``text`` is the text config (hidden 256, the layer count chosen by the caller).
     """
+    if family in GRID_FAMILIES:
+        return build_grid(family, text)
     import transformers
 
     tf: Any = transformers  # config signatures do not type-check **kwargs

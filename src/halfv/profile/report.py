@@ -54,6 +54,9 @@ class ModelInfo(BaseModel):
         model_type: ``config.model_type``.
         num_layers: decoder layers ``L`` of the language model.
         hidden_size: its width.
+        scored_layers: on a model with linear-attention layers, the layers that may prune
+            after a scoring layer (the lifecycle's IVR and SSR layers are among them);
+            ``None`` when every layer is an attention layer.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -64,6 +67,7 @@ class ModelInfo(BaseModel):
     model_type: str
     num_layers: int = Field(ge=1)
     hidden_size: int = Field(ge=1)
+    scored_layers: list[int] | None = None
 
 
 class ProfileReport(BaseModel):

@@ -28,6 +28,7 @@ from halfv.profile.lifecycle import (
 )
 from halfv.profile.report import ModelInfo, ProfileReport, atomic_path
 from halfv.profile.sources import ModelSource
+from halfv.runtime.layer_kinds import valid_scored_layers
 
 __all__ = ["JSON_NAME", "PLOT_NAME", "build_report", "profile_images", "write_outputs"]
 
@@ -51,6 +52,8 @@ def build_report(
     model: Any = source.model
     adapter = get_adapter_for(model)
     text_config = model.config.get_text_config()
+    specs = adapter.layer_specs(model)
+    scored = valid_scored_layers(specs) if any(s.kind == "linear" for s in specs) else None
     info = ModelInfo(
         family=source.family,
         source=source.kind,
@@ -58,6 +61,7 @@ def build_report(
         model_type=str(model.config.model_type),
         num_layers=curves.num_layers,
         hidden_size=int(text_config.hidden_size),
+        scored_layers=scored,
     )
 
     def nullable(values: Sequence[float]) -> list[float | None]:
@@ -77,7 +81,12 @@ def build_report(
         text=nullable(curves.text),
         kl=curves.kl,
         lifecycle=detect_lifecycle(
-            curves.whole, curves.kl, drop=drop, tie=tie, min_depth=min_depth
+            curves.whole,
+            curves.kl,
+            drop=drop,
+            tie=tie,
+            min_depth=min_depth,
+            scored_layers=scored,
         ),
         default_config=adapter.default_config(model),
     )

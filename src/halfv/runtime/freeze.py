@@ -102,7 +102,8 @@ def _query_mask(
     row_valid: Tensor,
     sliding_window: int | None,
 ) -> Tensor:
-    """Bool ``[B, 1, Q, K]``: which keys each text query may read.
+    """Bool ``[B, 1, Q, K]``: which keys each text query may read (the stage mask's
+    rows; without one, causal and within ``sliding_window`` of the original positions).
 
     ``K`` is the stage's ``S`` slots, plus the stage mask's further columns when the cache
     holds room beyond the prompt (a static cache: those columns pass through as they are).
@@ -118,7 +119,9 @@ def _query_mask(
         cols = torch.arange(s, device=rows.device)
         allowed = (cols[None, None, :] <= rows[:, :, None])[:, None]
         allowed = allowed & layout.valid[:, None, None, :]
-    if sliding_window is not None:
+    if sliding_window is not None and stage_mask is None:
+        # a model's own mask already holds its window, and may lift it: PaliGemma 2's
+        # bidirectional prefix (``block_sequence_ids``) is OR-ed over the sliding window
         q_pos = layout.orig_pos.gather(1, rows)
         distance = q_pos[:, None, :, None] - layout.orig_pos[:, None, None, :]
         allowed = allowed & (distance < sliding_window)
