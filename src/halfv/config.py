@@ -178,6 +178,15 @@ class PruningConfig(BaseModel):
     estimator_options: dict[str, Any] = Field(
         default_factory=dict, description="Options passed to the entropy estimator."
     )
+    min_gain: float | None = Field(
+        0.05,
+        ge=0.0,
+        lt=1.0,
+        description="Skip a stage on a call where the cost model predicts it saves less than "
+        "this fraction of the unpruned prefill time, net of its own cost (e.g. one small image "
+        "on a GPU); None never skips. The environment variable HALFV_MIN_GAIN=off|<fraction> "
+        "overrides it. See docs/speed.md, 'Cost model'.",
+    )
     relevance_scaling: bool = Field(
         False,
         description="Divide relevance logits by sqrt(head_dim). The HalfV release does not "

@@ -24,7 +24,8 @@ from halfv.errors import UnsupportedModelError
 from halfv.interfaces import BackboneAdapter
 from halfv.ops.spans import VisualSpans
 from halfv.runtime.caches import check_cache, is_static_cache, reset_static_layers
-from halfv.runtime.plan import PrefillPlan
+from halfv.runtime.gate import CostGate
+from halfv.runtime.plan import PrefillPlan, PruneStats, unpruned_stats
 from halfv.runtime.sdpa_backends import decode_backends_without_cudnn
 from halfv.runtime.stages import gather_labels_in_place, prefill_spans
 from halfv.runtime.state import CallSlot, CallState, PlanStore
@@ -48,6 +49,9 @@ class CallLifecycle:
     _slot: CallSlot
     _plans: PlanStore
     _last_plan: PrefillPlan | None
+    _last_skip: PruneStats | None
+    gate: CostGate
+    parts: Sequence[Any]
     _stats_lock: threading.Lock
     _warned_embeds: bool
 
@@ -133,12 +137,19 @@ class CallLifecycle:
         if not spans.any:
             return  # text-only prompts pass through untouched
         self.check_attention()
+        gate = self.gate.decide(spans, spans.mask.device, self.parts[0].q_proj.weight.dtype)
+        stages = {s.stage: s.ran for s in gate.stages}
+        if not stages["ivr"]:  # the cost model says pruning cannot pay: run unpruned
+            self._record_skip(unpruned_stats(spans, len(self.layers), gate))
+            return
         call.mode = "prefill"
         call.cache = cache
-        ssr_keep = self.config.ssr_keep if self.ssr_mode == "prune" else 1.0
+        ssr_mode = self.ssr_mode if stages.get("ssr", False) else "none"
+        ssr_keep = self.config.ssr_keep if ssr_mode == "prune" else 1.0
         call.plan = PrefillPlan.build(
             spans, mask2d, self.config.ivr_keep, ssr_keep, query_pos=query_pos
         )
+        call.plan.ssr_mode, call.plan.gate = ssr_mode, gate
         if call.plan.would_shorten:
             check_cache(cache)
         call.static_cache = is_static_cache(cache)
@@ -159,6 +170,12 @@ class CallLifecycle:
                 stacklevel=5,
             )
         return found
+
+    def _record_skip(self, stats: PruneStats) -> None:
+        """Keep the stats of a call the gate ran unpruned (``handle.stats``)."""
+        self._slot.last_plan, self._slot.last_skip = None, stats
+        with self._stats_lock:
+            self._last_plan, self._last_skip = None, stats
 
     def _start_decode(self, call: CallState, plan: PrefillPlan, cache: Any, kwargs: Any) -> None:
         call.mode, call.plan, call.cache = "decode", plan, cache
@@ -198,8 +215,8 @@ class CallLifecycle:
             _ = layout.valid_cols, layout.dummy_cols  # built now, not inside a traced step
         if call.labels is not None:
             gather_labels_in_place(call.labels, plan)
-        self._slot.last_plan = plan
+        self._slot.last_plan, self._slot.last_skip = plan, None
         with self._stats_lock:
-            self._last_plan = plan
+            self._last_plan, self._last_skip = plan, None
         if call.cache is not None:
             self._plans.put(call.cache, plan)

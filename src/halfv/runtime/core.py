@@ -41,6 +41,7 @@ from torch.utils.hooks import RemovableHandle
 from halfv._compat import cache_from_kwargs
 from halfv.config import PruningConfig
 from halfv.interfaces import AttentionParts, BackboneAdapter, IVRPolicy, SSRPolicy
+from halfv.ops.cost import CostModel, Schedule
 from halfv.runtime.caches import (
     check_cache,
     is_static_cache,
@@ -50,6 +51,7 @@ from halfv.runtime.calls import SUPPORTED_ATTENTION, CallLifecycle
 from halfv.runtime.decode import compiled_decode_layer, decode_layer
 from halfv.runtime.distributed import check_tensor_parallel
 from halfv.runtime.freeze import frozen_visual_forward
+from halfv.runtime.gate import CostGate, dims_of
 from halfv.runtime.hooks import (
     EntryEnter,
     EntryExit,
@@ -86,6 +88,7 @@ class PruningRuntime(CallLifecycle):
         ivr_policy: IVRPolicy,
         ssr_policy: SSRPolicy,
         ssr_mode: ResolvedSSR,
+        cost_model: CostModel | None = None,
     ) -> None:
         self.model = model
         self.adapter = adapter
@@ -112,6 +115,16 @@ class PruningRuntime(CallLifecycle):
         #: schedule is the same: a copy may decode from a cache the original prefilled)
         self.plan_key = f"{id(self):x}"
         self.scoring_layers = self._scoring_layers()
+        schedule = Schedule(
+            config.ivr_layer,
+            config.ssr_layer,
+            self.ssr_mode,
+            ivr_scores=ivr_policy.needs_scores,
+            ivr_features=ivr_policy.needs_features,
+            ssr_scores=ssr_policy.needs_scores,
+        )
+        #: decides per call which stages run (halfv.runtime.gate)
+        self.gate = CostGate(config, schedule, dims_of(model), cost_model)
         check_tensor_parallel((i, self.parts[i]) for i in self.scoring_layers)
         self._handles: list[RemovableHandle] = []
         self._overrides: list[tuple[nn.Module, Any]] = []
@@ -122,6 +135,7 @@ class PruningRuntime(CallLifecycle):
         self._slot = CallSlot()
         self._plans = PlanStore(self.plan_key)
         self._last_plan: PrefillPlan | None = None
+        self._last_skip: PruneStats | None = None
         self._stats_lock = threading.Lock()
         self._warned_embeds = False
 
@@ -131,7 +145,7 @@ class PruningRuntime(CallLifecycle):
         per-call state (plans of the original's caches stay with the original)."""
         new = type(self).__new__(type(self))
         memo[id(self)] = new
-        skip = {"_slot", "_plans", "_last_plan", "_stats_lock"}
+        skip = {"_slot", "_plans", "_last_plan", "_last_skip", "_stats_lock"}
         for key, value in self.__dict__.items():
             if key not in skip:
                 setattr(new, key, copy.deepcopy(value, memo))
@@ -140,7 +154,7 @@ class PruningRuntime(CallLifecycle):
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        for key in ("_slot", "_plans", "_last_plan", "_stats_lock"):
+        for key in ("_slot", "_plans", "_last_plan", "_last_skip", "_stats_lock"):
             state.pop(key, None)
         return state
 
@@ -233,7 +247,7 @@ class PruningRuntime(CallLifecycle):
             hidden = prune(
                 plan, idx, hidden, self.ivr_policy, stage="ivr", final_norm=self.final_norm
             )
-        if self.ssr_mode == "prune" and idx == cfg.ssr_layer:
+        if plan.ssr_mode == "prune" and idx == cfg.ssr_layer:
             hidden = prune(
                 plan, idx, hidden, self.ssr_policy, stage="ssr", final_norm=self.final_norm
             )
@@ -243,7 +257,7 @@ class PruningRuntime(CallLifecycle):
             removed = plan.prompt_len - plan.layouts[stage].length
             if removed > 0 and call.static_cache:
                 size_static_layer(call.cache, self.cache_index[idx], removed)
-        if idx in self.scoring_layers:
+        if idx in self.scoring_layers and (idx + 1 == cfg.ivr_layer or plan.ssr_mode == "prune"):
             call.pending = pending_score(
                 plan,
                 idx,
@@ -282,6 +296,8 @@ class PruningRuntime(CallLifecycle):
         call = self._slot.call
         if call is None or call.mode != "prefill" or call.plan is None:
             return original(*args, **kwargs)
+        if call.plan.ssr_mode != "freeze":  # the gate skipped this call's SSR stage
+            return original(*args, **kwargs)
         layout = call.plan.layout_at(idx)
         if layout is None:
             return original(*args, **kwargs)
@@ -308,10 +324,11 @@ class PruningRuntime(CallLifecycle):
     # ------------------------------------------------------------------ stats
     @property
     def last_plan(self) -> PrefillPlan | None:
-        """This thread's last pruned prefill, else the last one of any thread."""
-        mine = self._slot.last_plan
-        if mine is not None:
-            return mine
+        """This thread's last pruned prefill, else the last one of any thread (``None``
+        when that call's stages were all skipped by the gate)."""
+        slot = self._slot
+        if slot.last_plan is not None or slot.last_skip is not None:
+            return slot.last_plan
         with self._stats_lock:
             return self._last_plan
 
@@ -320,10 +337,15 @@ class PruningRuntime(CallLifecycle):
         never waits on the host syncs that counting takes."""
         if plan is None:
             return None
-        frozen_from = self.config.ssr_layer if self.ssr_mode == "freeze" else None
-        return plan.cached_stats(len(self.layers), self.ssr_mode, frozen_from)
+        frozen_from = self.config.ssr_layer if plan.ssr_mode == "freeze" else None
+        return plan.cached_stats(len(self.layers), plan.ssr_mode, frozen_from)
 
     @property
     def last_stats(self) -> PruneStats | None:
-        """Token counts of :attr:`last_plan`."""
-        return self.stats_of(self.last_plan)
+        """Token counts of the last prefill with visual tokens: :attr:`last_plan`, or the
+        unpruned counts of a call whose stages the gate all skipped."""
+        slot = self._slot
+        if slot.last_plan is not None or slot.last_skip is not None:
+            return slot.last_skip or self.stats_of(slot.last_plan)
+        with self._stats_lock:
+            return self._last_skip or self.stats_of(self._last_plan)

@@ -17,9 +17,17 @@ from torch import Tensor
 from halfv.interfaces import IVRPolicy, SSRPolicy
 from halfv.ops.budget import kept_count
 from halfv.ops.spans import VisualSpans
+from halfv.runtime.gate import GateReport
 from halfv.runtime.layout import StageLayout, initial_layout
 
-__all__ = ["LayerStats", "PrefillPlan", "PruneStats", "SpanBudget", "select_per_span"]
+__all__ = [
+    "LayerStats",
+    "PrefillPlan",
+    "PruneStats",
+    "SpanBudget",
+    "select_per_span",
+    "unpruned_stats",
+]
 
 
 @dataclass(frozen=True)
@@ -64,6 +72,8 @@ class PruneStats:
         ssr_mode: the SSR action that was applied.
         kept_positions: for each pruning layer, the original prompt positions every sample
             keeps from that layer on (text and visual, increasing).
+        gate: what the cost gate decided: per stage, whether it ran and its predicted
+            gain (:class:`halfv.runtime.gate.GateReport`); ``None`` for stats built by hand.
     """
 
     prompt_tokens: tuple[int, ...]
@@ -72,6 +82,7 @@ class PruneStats:
     layers: tuple[LayerStats, ...]
     ssr_mode: str
     kept_positions: dict[int, tuple[tuple[int, ...], ...]]
+    gate: GateReport | None = None
 
     def kept_visual_per_layer(self, sample: int = 0) -> list[int]:
         """Visual tokens present at each layer for one sample."""
@@ -95,6 +106,8 @@ class PrefillPlan:
     moved: dict[tuple[int, torch.device], StageLayout] = field(default_factory=dict)
     decode_steps: int = 0  # decode steps served from this prefill's cache
     stats: PruneStats | None = None  # counted once, when first read
+    ssr_mode: str = "none"  # the SSR action of this call (the gate may skip the stage)
+    gate: GateReport | None = None  # the cost gate's decision for this call
 
     @classmethod
     def build(
@@ -237,7 +250,17 @@ class PrefillPlan:
                 for start, layout in sorted(self.layouts.items())
                 if start > 0
             },
+            gate=self.gate,
         )
+
+
+def unpruned_stats(spans: VisualSpans, num_layers: int, gate: GateReport | None) -> PruneStats:
+    """Stats of a prefill that ran unpruned (every stage skipped by the gate): host-known
+    counts, no device read."""
+    b, t = (int(n) for n in spans.mask.shape)
+    visual = tuple(sum(n for _, n in sample) for sample in spans.spans)
+    layers = tuple(LayerStats(idx, (t,) * b, visual, (t,) * b, False) for idx in range(num_layers))
+    return PruneStats((t,) * b, visual, spans.spans, layers, "none", {}, gate=gate)
 
 
 def select_per_span(
