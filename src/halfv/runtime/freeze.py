@@ -42,7 +42,10 @@ def query_rows_of(layout: StageLayout) -> tuple[Tensor, Tensor]:
 
 
 def _rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    cos, sin = cos[:, None].to(x.dtype), sin[:, None].to(x.dtype)
+    """RoPE with tables already shaped ``[B, 1, S, head_dim]`` (cast only if ``x``'s
+    dtype is not theirs, e.g. under autocast)."""
+    if cos.dtype != x.dtype:
+        cos, sin = cos.to(x.dtype), sin.to(x.dtype)
     return x * cos + rotate_half(x) * sin
 
 
@@ -107,19 +110,20 @@ def frozen_visual_forward(
         ``[B, S, D]``: text rows updated, visual and dummy rows unchanged.
     """
     device = module_device(parts.q_proj, hidden.device)
-    hidden = hidden.to(device)
+    if hidden.device != device:
+        hidden = hidden.to(device)
     b, s, _ = hidden.shape
-    key = (device, id(layout), id(stage_mask), id(position_embeddings))
+    key = (device, id(layout), id(stage_mask), id(position_embeddings), hidden.dtype)
     inputs = None if memo is None else memo.get(key)
     if inputs is None:  # once per stage: every frozen layer of the stage reads the same
-        inputs = _stage_inputs(position_embeddings, stage_mask, layout.to(device), b, parts)
+        inputs = _stage_inputs(position_embeddings, stage_mask, layout.to(device), hidden, parts)
         if memo is not None:
             memo[key] = inputs
-    rows, row_valid, (cos, sin), (cos_q, sin_q), allowed = inputs
+    index, row_valid, (cos, sin), (cos_q, sin_q), allowed = inputs
+    q_len = index.shape[1]
 
     x = parts.input_layernorm(hidden)
-    xq = gather_rows(x, rows)
-    q = parts.q_proj(xq).view(b, rows.shape[1], -1, parts.head_dim)
+    q = parts.q_proj(x.gather(1, index)).view(b, q_len, -1, parts.head_dim)
     k = parts.k_proj(x).view(b, s, -1, parts.head_dim)
     v = parts.v_proj(x).view(b, s, -1, parts.head_dim)
     if parts.q_norm is not None:
@@ -136,30 +140,33 @@ def frozen_visual_forward(
     attn = F.scaled_dot_product_attention(
         q, k, v, attn_mask=allowed, scale=parts.scaling, enable_gqa=True
     )
-    attn = attn.transpose(1, 2).reshape(b, rows.shape[1], -1)
-    residual = gather_rows(hidden, rows)
-    updated = residual + parts.o_proj(attn)
+    residual = hidden.gather(1, index)
+    updated = residual + parts.o_proj(attn.transpose(1, 2).reshape(b, q_len, -1))
     updated = updated + parts.mlp(parts.post_attention_layernorm(updated))
-    updated = torch.where(row_valid[..., None], updated, residual)
-    index = rows[..., None].expand(-1, -1, hidden.shape[-1])
+    if row_valid is not None:  # a ragged batch: padding rows keep their input
+        updated = torch.where(row_valid, updated, residual)
     return hidden.scatter(1, index, updated)
 
 
-_FrozenInputs = tuple[Tensor, Tensor, tuple[Tensor, Tensor], tuple[Tensor, Tensor], Tensor]
+_FrozenInputs = tuple[
+    Tensor, Tensor | None, tuple[Tensor, Tensor], tuple[Tensor, Tensor], Tensor
+]
 
 
 def _stage_inputs(
     position_embeddings: tuple[Tensor, Tensor],
     stage_mask: Tensor | None,
     layout: StageLayout,
-    batch: int,
+    hidden: Tensor,
     parts: AttentionParts,
 ) -> _FrozenInputs:
-    """What every frozen layer of a stage shares: query rows, rotary tables (all rows and
-    query rows) and the query mask."""
-    device = layout.orig_pos.device
+    """What every frozen layer of a stage shares, built once so that each layer launches
+    only its own work: the text rows' gather/scatter index ``[B, Q, D]``, their validity
+    ``[B, Q, 1]`` (``None`` when no sample has padding rows), the rotary tables of all rows
+    and of the query rows (``[B, 1, *, head_dim]`` in the hidden dtype) and the query mask."""
+    device, (b, _, d) = layout.orig_pos.device, hidden.shape
     rows, row_valid = query_rows_of(layout)
-    cos, sin = (t.to(device).expand(batch, -1, -1) for t in position_embeddings)
+    cos, sin = (t.to(device).expand(b, -1, -1) for t in position_embeddings)
     allowed = _query_mask(
         None if stage_mask is None else stage_mask.to(device),
         layout,
@@ -167,4 +174,8 @@ def _stage_inputs(
         row_valid,
         parts.sliding_window,
     )
-    return rows, row_valid, (cos, sin), (gather_rows(cos, rows), gather_rows(sin, rows)), allowed
+    cos_q, sin_q = gather_rows(cos, rows), gather_rows(sin, rows)
+    heads = tuple(t[:, None].to(hidden.dtype) for t in (cos, sin, cos_q, sin_q))
+    index = rows[..., None].expand(-1, -1, d)
+    valid = None if layout.uniform_text else row_valid[..., None]
+    return index, valid, (heads[0], heads[1]), (heads[2], heads[3]), allowed
