@@ -148,9 +148,7 @@ def frozen_visual_forward(
     return hidden.scatter(1, index, updated)
 
 
-_FrozenInputs = tuple[
-    Tensor, Tensor | None, tuple[Tensor, Tensor], tuple[Tensor, Tensor], Tensor
-]
+_FrozenInputs = tuple[Tensor, Tensor | None, tuple[Tensor, Tensor], tuple[Tensor, Tensor], Tensor]
 
 
 def _stage_inputs(
