@@ -12,7 +12,9 @@ default: IVR at 3, visual rows frozen from 15); ``prune`` (IVR at 2 keeping 25 %
 prune at 21 keeping 5 %: Qwen2.5-VL's). All run with the gate off (``min_gain=None``) and
 the IVR policy ``attention`` (top-k of the same relevance scores): on a CPU halfv's
 farthest-point selection is a Python loop of one pick per kept token, where a GPU runs one
-kernel, so it would hide the runtime's own cost.
+kernel, so it would hide the runtime's own cost. ``skipped`` is LLaVA's schedule with the
+cost gate on and constants that make it skip every stage: what a call the gate runs
+unpruned still pays (finding the spans, the decision, the hooks).
 
     PYTHONPATH=src python benchmarks/host_overhead.py --out benchmarks/results/host-overhead.json
 """
@@ -33,6 +35,7 @@ from typing import Any
 import torch
 
 import halfv
+from halfv.ops.cost import CostConstants, CostModel
 from halfv.ops.host_ops import OpCounter
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # for the sibling bench_cpu
@@ -45,7 +48,14 @@ SCHEDULES: dict[str, dict[str, Any] | None] = {
                "ivr_policy": "attention"},
     "prune": {"ivr_layer": 2, "ivr_keep": 0.25, "ssr_layer": 21, "ssr_mode": "prune",
               "ssr_keep": 0.05, "ivr_policy": "attention"},
+    "skipped": {"ivr_layer": 3, "ivr_keep": 0.5, "ssr_layer": 15, "ssr_mode": "freeze"},
 }  # fmt: skip
+#: constants under which the gate skips every stage (the ``skipped`` schedule)
+NEVER = CostConstants(
+    device_kind="cpu", dtype="float32", overlap=1.0, sec_per_flop=0.0, layer_device_s=0.0,
+    layer_host_s=1e-4, call_host_s=1.0, prune_host_s=0.0, pruned_layer_host_s=0.0,
+    freeze_host_s=0.0, frozen_layer_host_s=0.0, stage_device_s=0.0, source="host_overhead.py",
+)  # fmt: skip
 
 
 @torch.inference_mode()
@@ -59,7 +69,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     def ctx(name: str) -> Any:
         cfg = SCHEDULES[name]
-        return nullcontext() if cfg is None else halfv.apply(model, {**cfg, "min_gain": None})
+        if cfg is None:
+            return nullcontext()
+        if name == "skipped":  # the gate on, every stage predicted to slow the call down
+            return halfv.apply(model, {**cfg, "min_gain": 0.05}, cost_model=CostModel([NEVER]))
+        return halfv.apply(model, {**cfg, "min_gain": None})
 
     samples: dict[str, list[float]] = {name: [] for name in SCHEDULES}
     ops: dict[str, int] = {}

@@ -25,7 +25,7 @@ from halfv.interfaces import BackboneAdapter
 from halfv.ops.spans import VisualSpans
 from halfv.runtime.caches import check_cache, is_static_cache, reset_static_layers
 from halfv.runtime.gate import CostGate
-from halfv.runtime.plan import PrefillPlan, PruneStats, unpruned_stats
+from halfv.runtime.plan import PrefillPlan, SkippedCall
 from halfv.runtime.sdpa_backends import decode_backends_without_cudnn
 from halfv.runtime.stages import gather_labels_in_place, prefill_spans
 from halfv.runtime.state import CallSlot, CallState, PlanStore
@@ -49,7 +49,7 @@ class CallLifecycle:
     _slot: CallSlot
     _plans: PlanStore
     _last_plan: PrefillPlan | None
-    _last_skip: PruneStats | None
+    _last_skip: SkippedCall | None
     gate: CostGate
     parts: Sequence[Any]
     _stats_lock: threading.Lock
@@ -140,7 +140,8 @@ class CallLifecycle:
         gate = self.gate.decide(spans, spans.mask.device, self.parts[0].q_proj.weight.dtype)
         stages = {s.stage: s.ran for s in gate.stages}
         if not stages["ivr"]:  # the cost model says pruning cannot pay: run unpruned
-            self._record_skip(unpruned_stats(spans, len(self.layers), gate))
+            b, t = spans.mask.shape
+            self._record_skip(SkippedCall(spans.spans, int(b), int(t), len(self.layers), gate))
             return
         call.mode = "prefill"
         call.cache = cache
@@ -171,11 +172,11 @@ class CallLifecycle:
             )
         return found
 
-    def _record_skip(self, stats: PruneStats) -> None:
-        """Keep the stats of a call the gate ran unpruned (``handle.stats``)."""
-        self._slot.last_plan, self._slot.last_skip = None, stats
+    def _record_skip(self, skipped: SkippedCall) -> None:
+        """Keep the record of a call the gate ran unpruned (``handle.stats``)."""
+        self._slot.last_plan, self._slot.last_skip = None, skipped
         with self._stats_lock:
-            self._last_plan, self._last_skip = None, stats
+            self._last_plan, self._last_skip = None, skipped
 
     def _start_decode(self, call: CallState, plan: PrefillPlan, cache: Any, kwargs: Any) -> None:
         call.mode, call.plan, call.cache = "decode", plan, cache

@@ -24,6 +24,7 @@ __all__ = [
     "LayerStats",
     "PrefillPlan",
     "PruneStats",
+    "SkippedCall",
     "SpanBudget",
     "select_per_span",
     "unpruned_stats",
@@ -254,13 +255,34 @@ class PrefillPlan:
         )
 
 
-def unpruned_stats(spans: VisualSpans, num_layers: int, gate: GateReport | None) -> PruneStats:
-    """Stats of a prefill that ran unpruned (every stage skipped by the gate): host-known
-    counts, no device read."""
-    b, t = (int(n) for n in spans.mask.shape)
-    visual = tuple(sum(n for _, n in sample) for sample in spans.spans)
-    layers = tuple(LayerStats(idx, (t,) * b, visual, (t,) * b, False) for idx in range(num_layers))
-    return PruneStats((t,) * b, visual, spans.spans, layers, "none", {}, gate=gate)
+@dataclass
+class SkippedCall:
+    """A prefill the gate ran unpruned: what its stats need, counted only when read (the
+    call itself pays for nothing but this record)."""
+
+    spans: tuple[tuple[tuple[int, int], ...], ...]
+    batch: int
+    prompt_len: int
+    num_layers: int
+    gate: GateReport | None
+    _stats: PruneStats | None = None
+
+    @property
+    def stats(self) -> PruneStats:
+        """The unpruned token counts of the call (built on first read)."""
+        if self._stats is None:
+            self._stats = unpruned_stats(self)
+        return self._stats
+
+
+def unpruned_stats(call: SkippedCall) -> PruneStats:
+    """Stats of a prefill that ran unpruned: host-known counts, no device read."""
+    b, t = call.batch, call.prompt_len
+    visual = tuple(sum(n for _, n in sample) for sample in call.spans)
+    layers = tuple(
+        LayerStats(idx, (t,) * b, visual, (t,) * b, False) for idx in range(call.num_layers)
+    )
+    return PruneStats((t,) * b, visual, call.spans, layers, "none", {}, gate=call.gate)
 
 
 def select_per_span(
