@@ -6,14 +6,16 @@ Nothing here swaps classes or edits weights. :class:`PruningRuntime` installs
   when it is not the entry module), which read ``logits_to_keep`` and ``labels``;
 * the same pair on the adapter's *entry module* (the module that receives
   ``input_ids``), which decide what the call is (prefill, decode, pass-through);
-* a kwargs pre-hook on every decoder layer from the one before the IVR layer on (earlier
-  layers see the whole prompt and need nothing), which scores, selects and gathers at the
-  pruning layers and hands every later layer the stage's rotary tables, position ids and
-  masks (gathered at the survivors' *original* positions);
+* an instance-level ``forward`` on every decoder layer from the one before the IVR layer
+  on (earlier layers see the whole prompt and carry nothing; no module hook, so each layer
+  keeps ``nn.Module``'s fast call path), which scores, selects and gathers at the pruning
+  layers and hands every later layer the stage's rotary tables, position ids and masks
+  (gathered at the survivors' *original* positions), then calls the layer's previous
+  ``forward``;
 * forward hooks on the scoring layers' ``q_proj``/``k_proj`` (their outputs are the
   relevance inputs, :mod:`halfv.runtime.scoring`);
-* for ``ssr_mode="freeze"``, an instance-level ``forward`` on each frozen layer that falls
-  back to the original forward outside a pruned prefill.
+* for ``ssr_mode="freeze"``, the same ``forward`` of each frozen layer runs the frozen
+  path (:mod:`halfv.runtime.freeze`) in a pruned prefill and the previous one elsewhere.
 
 Every hook is a small object holding the runtime (no closures), so ``copy.deepcopy`` and
 pickling of an applied model give a model whose hooks belong to the copy. Per-call state
@@ -55,14 +57,13 @@ from halfv.runtime.gate import CostGate, dims_of
 from halfv.runtime.hooks import (
     EntryEnter,
     EntryExit,
-    FrozenForward,
-    LayerEnter,
+    LayerForward,
     OuterEnter,
     OuterExit,
     Tap,
     find_runtime,
 )
-from halfv.runtime.plan import PrefillPlan, PruneStats
+from halfv.runtime.plan import PrefillPlan, PruneStats, SkippedCall
 from halfv.runtime.stage_inputs import hidden_of, stage_kwargs, with_hidden
 from halfv.runtime.stages import (
     pending_score,
@@ -135,7 +136,7 @@ class PruningRuntime(CallLifecycle):
         self._slot = CallSlot()
         self._plans = PlanStore(self.plan_key)
         self._last_plan: PrefillPlan | None = None
-        self._last_skip: PruneStats | None = None
+        self._last_skip: SkippedCall | None = None
         self._stats_lock = threading.Lock()
         self._warned_embeds = False
 
@@ -185,14 +186,14 @@ class PruningRuntime(CallLifecycle):
             for name, module in (("q", parts.q_proj), ("k", parts.k_proj)):
                 self._handles.append(module.register_forward_hook(Tap(self, idx, name)))
         first = self.config.ivr_layer - 1  # the IVR scoring layer: nothing happens before it
+        frozen_from = self.config.ssr_layer if self.ssr_mode == "freeze" else None
         for idx, layer in enumerate(self.layers):
-            if idx >= first:
-                hook = LayerEnter(self, idx)
-                self._handles.append(layer.register_forward_pre_hook(hook, with_kwargs=True))
-            if self.ssr_mode == "freeze" and idx >= (self.config.ssr_layer or 0):
-                previous = layer.__dict__.get("forward")  # e.g. an accelerate device hook
-                layer.forward = FrozenForward(self, idx, layer.forward)
-                self._overrides.append((layer, previous))
+            if idx < first:
+                continue
+            previous = layer.__dict__.get("forward")  # e.g. an accelerate device hook
+            frozen = frozen_from is not None and idx >= frozen_from
+            layer.forward = LayerForward(self, idx, layer.forward, frozen)
+            self._overrides.append((layer, previous))
 
     def remove(self) -> None:
         """Remove every hook and restore every overridden ``forward``."""
@@ -346,6 +347,7 @@ class PruningRuntime(CallLifecycle):
         unpruned counts of a call whose stages the gate all skipped."""
         slot = self._slot
         if slot.last_plan is not None or slot.last_skip is not None:
-            return slot.last_skip or self.stats_of(slot.last_plan)
+            return slot.last_skip.stats if slot.last_skip else self.stats_of(slot.last_plan)
         with self._stats_lock:
-            return self._last_skip or self.stats_of(self._last_plan)
+            skipped, plan = self._last_skip, self._last_plan
+        return skipped.stats if skipped else self.stats_of(plan)
