@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--layers", type=int, default=32)
+    p.add_argument("--layers", type=int, default=32, help="decoder layers (>= 22: SSR at 21)")
     p.add_argument("--tokens", type=int, default=16)
     p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--calls", type=int, default=5)
