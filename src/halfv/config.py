@@ -183,8 +183,8 @@ class PruningConfig(BaseModel):
         ge=0.0,
         lt=1.0,
         description="Skip a stage on a call where the cost model predicts it saves less than "
-        "this fraction of the unpruned prefill time, net of its own cost (e.g. one small image "
-        "on a GPU); None never skips. The environment variable HALFV_MIN_GAIN=off|<fraction> "
+        "this fraction of the prefill time it is added to, net of its own cost (e.g. one small "
+        "image on a GPU); None never skips. The environment variable HALFV_MIN_GAIN=off|<fraction> "
         "overrides it. See docs/speed.md, 'Cost model'.",
     )
     relevance_scaling: bool = Field(

@@ -20,7 +20,8 @@ The constants of a device kind (``cpu``, ``cuda:NVIDIA H200``, ...) are fitted b
 ``benchmarks/calibrate_cost.py`` and shipped in ``cost_calibration.json`` next to this
 module. :func:`choose` compares three options -- no pruning, the IVR stage alone, both
 stages -- and keeps a stage only when its predicted saving, net of its fixed cost, is at
-least ``min_gain`` of the unpruned call's time (see docs/speed.md, "Cost model").
+least ``min_gain`` of the time of the call it is added to (see docs/speed.md, "Cost
+model").
 """
 
 from __future__ import annotations
@@ -148,7 +149,8 @@ class GateDecision:
         run_ivr, run_ssr: whether each stage runs.
         ivr_gain: predicted saving of the IVR stage alone, net of its cost, as a fraction of
             the unpruned call's predicted time (negative: it would slow the call down).
-        ssr_gain: the SSR stage's own share on top of IVR (``None`` without an SSR stage).
+        ssr_gain: what the SSR stage saves, net of its cost, as a fraction of the IVR-only
+            call's predicted time (``None`` without an SSR stage).
         predicted_ms: predicted time of each option (``none``, ``ivr``, ``all``).
         constants: the device kind and dtype of the calibration used.
     """
@@ -259,15 +261,15 @@ def choose(
     """Which stages this call runs.
 
     The IVR stage is worth running alone when it saves at least ``min_gain`` of the
-    unpruned time; both stages when together they do and the SSR stage's own share (on
-    top of IVR) does too. Of the options worth running, the fastest predicted one wins;
+    unpruned time; both stages when together they do and adding the SSR stage saves at
+    least ``min_gain`` of the IVR-only time. Of the options worth running, the fastest predicted one wins;
     if none is, the call runs unpruned.
     """
     times = {o: predict(constants, dims, shape, schedule, o).total_s for o in OPTIONS}
     base = times["none"]
     ivr_gain = (base - times["ivr"]) / base
     has_ssr = schedule.ssr_mode != "none" and schedule.ssr_layer is not None
-    ssr_gain = (times["ivr"] - times["all"]) / base if has_ssr else None
+    ssr_gain = (times["ivr"] - times["all"]) / times["ivr"] if has_ssr else None
     worth: list[Option] = ["none"]
     if ivr_gain >= min_gain:
         worth.append("ivr")

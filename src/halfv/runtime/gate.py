@@ -38,8 +38,8 @@ _DEVICE_NAMES: dict[int, str] = {}
 
 @dataclass(frozen=True)
 class StageGate:
-    """One stage of one call: whether it ran and its predicted gain (a fraction of the
-    unpruned call's predicted time; for SSR, its share on top of IVR)."""
+    """One stage of one call: whether it ran and its predicted gain, net of its cost (IVR:
+    a fraction of the unpruned call's predicted time; SSR: of the IVR-only call's)."""
 
     stage: str
     layer: int
