@@ -262,8 +262,8 @@ def choose(
 
     The IVR stage is worth running alone when it saves at least ``min_gain`` of the
     unpruned time; both stages when together they do and adding the SSR stage saves at
-    least ``min_gain`` of the IVR-only time. Of the options worth running, the fastest predicted one wins;
-    if none is, the call runs unpruned.
+    least ``min_gain`` of the IVR-only time. Of the options worth running, the fastest
+    predicted one wins; if none is, the call runs unpruned.
     """
     times = {o: predict(constants, dims, shape, schedule, o).total_s for o in OPTIONS}
     base = times["none"]
