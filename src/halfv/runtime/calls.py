@@ -51,7 +51,6 @@ class CallLifecycle:
     _last_plan: PrefillPlan | None
     _last_skip: SkippedCall | None
     gate: CostGate
-    parts: Sequence[Any]
     _stats_lock: threading.Lock
     _warned_embeds: bool
 
@@ -137,7 +136,7 @@ class CallLifecycle:
         if not spans.any:
             return  # text-only prompts pass through untouched
         self.check_attention()
-        gate = self.gate.decide(spans, spans.mask.device, self.parts[0].q_proj.weight.dtype)
+        gate = self.gate.decide(spans, spans.mask.device, self._dtype())
         stages = {s.stage: s.ran for s in gate.stages}
         if not stages["ivr"]:  # the cost model says pruning cannot pay: run unpruned
             b, t = spans.mask.shape
@@ -171,6 +170,12 @@ class CallLifecycle:
                 stacklevel=5,
             )
         return found
+
+    def _dtype(self) -> Any:
+        """The decoder's compute dtype (its last layer's first parameter; read per call, so
+        a ``model.to(dtype)`` after ``apply`` is seen)."""
+        param = next(self.layers[-1].parameters(), None)
+        return param.dtype if param is not None else None
 
     def _record_skip(self, skipped: SkippedCall) -> None:
         """Keep the record of a call the gate ran unpruned (``handle.stats``)."""

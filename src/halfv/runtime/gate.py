@@ -134,7 +134,9 @@ class CostGate:
         """The threshold in force (the config's, unless ``HALFV_MIN_GAIN`` is set)."""
         return env_min_gain(self.config.min_gain)
 
-    def decide(self, spans: VisualSpans, device: torch.device, dtype: torch.dtype) -> GateReport:
+    def decide(
+        self, spans: VisualSpans, device: torch.device, dtype: torch.dtype | None
+    ) -> GateReport:
         """The gate's report for a call with these spans (memoised per shape)."""
         min_gain = self.min_gain
         kind = device_kind(device)
