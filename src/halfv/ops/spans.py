@@ -8,7 +8,6 @@ span gets its own budget. Pure tensor code: no model needed.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -69,16 +68,9 @@ def find_visual_spans(
     if not visual_token_ids:
         msg = "visual_token_ids is empty: the adapter must name at least one visual token id"
         raise HalfvValueError(msg)
-    ids = _ids_on(tuple(int(i) for i in visual_token_ids), input_ids.dtype, input_ids.device)
-    mask = torch.isin(input_ids, ids)
+    ids = torch.tensor(list(visual_token_ids), dtype=input_ids.dtype)
+    mask = torch.isin(input_ids, ids.to(input_ids.device, non_blocking=True))
     return spans_from_mask(mask, keep_positions=keep_positions)
-
-
-@functools.lru_cache(maxsize=64)
-def _ids_on(ids: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
-    """The visual token ids as a tensor on ``device``, built once per (ids, dtype, device)
-    (every prefill asks; a host-to-device copy per call would be wasted)."""
-    return torch.tensor(ids, dtype=dtype).to(device)
 
 
 def spans_from_mask(mask: Tensor, *, keep_positions: Tensor | None = None) -> VisualSpans:
