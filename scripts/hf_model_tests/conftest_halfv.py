@@ -19,12 +19,17 @@ error raised by ``halfv.apply`` propagates: it fails the test that built the mod
 Nothing is removed after a test: each test builds its own models.
 
 Each test's junit record carries ``halfv_attached`` (the models it attached to) and
-``halfv_schedule``.
+``halfv_schedule``. With ``HALFV_RESULTS=<file>`` the plugin also writes one JSON line per
+test: its id, outcome (passed / failed / skipped), the phase that failed, the exception's
+class (``module.qualname``), whether that class is a ``halfv.errors`` class, the first line
+of its message and the models halfv was attached to. ``run.py`` reads these lines.
 """
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,6 +37,7 @@ import pytest
 SCHEDULE = os.environ.get("HALFV_SCHEDULE", "none")
 SUPPORTED = ("llava", "llava_next", "qwen2_5_vl", "internvl")
 _attached: list[str] = []
+_records: dict[str, dict[str, Any]] = {}
 
 
 def _config_for(model: Any) -> Any:
@@ -48,8 +54,9 @@ def _config_for(model: Any) -> Any:
 
 
 def _install() -> None:
-    import halfv
     from transformers import PreTrainedModel
+
+    import halfv
 
     original = PreTrainedModel.post_init
 
@@ -57,7 +64,7 @@ def _install() -> None:
         result = original(self, *args, **kwargs)
         if getattr(getattr(self, "config", None), "model_type", None) not in SUPPORTED:
             return result
-        for name, sub in self.named_modules():
+        for sub in self.modules():
             if sub is self:
                 continue
             inner = halfv.handle_of(sub)
@@ -75,9 +82,10 @@ def _install() -> None:
     PreTrainedModel.post_init = post_init  # type: ignore[method-assign]
 
 
-def pytest_configure(config: pytest.Config) -> None:
+def pytest_configure(config: pytest.Config) -> None:  # noqa: ARG001 (pytest hook)
     if SCHEDULE not in ("none", "keep1", "default"):
-        raise pytest.UsageError(f"HALFV_SCHEDULE={SCHEDULE!r}: use none, keep1 or default")
+        msg = f"HALFV_SCHEDULE={SCHEDULE!r}: use none, keep1 or default"
+        raise pytest.UsageError(msg)
     import torch
 
     torch.set_num_threads(int(os.environ.get("HALFV_TORCH_THREADS", "2")))
@@ -86,13 +94,65 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.hookimpl(tryfirst=True)
-def pytest_runtest_setup(item: pytest.Item) -> None:
+def pytest_runtest_setup(item: pytest.Item) -> None:  # noqa: ARG001 (pytest hook)
     _attached.clear()
+
+
+def _where(excinfo: Any) -> str:
+    """Where the exception was raised: the innermost frame outside Python's standard library
+    (``unittest``'s assertion helpers are skipped), as ``tests/...`` for the tests' own code
+    or the path inside its package (``torch/...``, ``transformers/...``, ``halfv/...``)."""
+    stdlib = str(Path(os.__file__).parent)
+    for entry in reversed(excinfo.traceback):
+        path = str(entry.path)
+        if path.startswith(stdlib) and "site-packages" not in path:
+            continue
+        for marker in ("/site-packages/", "/src/"):
+            if marker in path:
+                return path.rsplit(marker, 1)[1]
+        return os.path.relpath(path)
+    return ""
+
+
+def _error(excinfo: Any) -> dict[str, Any]:
+    exc = excinfo.value
+    cls = type(exc)
+    lines = str(exc).strip().splitlines()
+    return {
+        "error_type": f"{cls.__module__}.{cls.__qualname__}",
+        "halfv_error": any(c.__module__.startswith("halfv") for c in cls.__mro__),
+        "raised_in": _where(excinfo),
+        "message": lines[0][:300] if lines else "",
+    }
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Any:
-    yield
+    outcome = yield
+    report = outcome.get_result()
     if call.when == "call" or (call.when == "setup" and call.excinfo is not None):
         item.user_properties.append(("halfv_schedule", SCHEDULE))
         item.user_properties.append(("halfv_attached", ",".join(sorted(set(_attached)))))
+    record = _records.setdefault(item.nodeid, {"outcome": "passed"})
+    if report.failed and record["outcome"] != "failed":
+        record.update(outcome="failed", phase=call.when)
+        if call.excinfo is not None:
+            record.update(_error(call.excinfo))
+    elif report.skipped and record["outcome"] == "passed":
+        record["outcome"] = "skipped"
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else ""
+        record["message"] = str(reason)[:300]
+    if call.when == "call":
+        record["attached"] = sorted(set(_attached))
+        record["duration_s"] = round(call.duration, 3)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:  # noqa: ARG001 (pytest hook)
+    path = os.environ.get("HALFV_RESULTS")
+    if not path:
+        return
+    with Path(path).open("w") as out:
+        out.writelines(
+            json.dumps({"test": nodeid, "schedule": SCHEDULE, **record}) + "\n"
+            for nodeid, record in _records.items()
+        )

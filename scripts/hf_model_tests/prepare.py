@@ -26,6 +26,7 @@ Nothing of transformers is committed to halfv: the destination folder is git-ign
 from __future__ import annotations
 
 import argparse
+import hashlib
 import shutil
 import subprocess
 import sys
@@ -95,7 +96,9 @@ def from_checkout(checkout: Path, version: str, out: Path) -> None:
     for rel in (*COMMON, *FULL_EXTRA):
         text = subprocess.run(
             ["git", "-C", str(checkout), "show", f"{tag}:{rel}"],
-            check=True, capture_output=True, text=True,
+            check=True,
+            capture_output=True,
+            text=True,
         ).stdout
         target = out / rel
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -103,7 +106,9 @@ def from_checkout(checkout: Path, version: str, out: Path) -> None:
     # test_pipeline_mixin imports tests/pipelines/*: take the folder whole.
     listing = subprocess.run(
         ["git", "-C", str(checkout), "ls-tree", "-r", "--name-only", tag, "tests/pipelines"],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout.split()
     for rel in listing:
         blob = subprocess.run(
@@ -114,14 +119,28 @@ def from_checkout(checkout: Path, version: str, out: Path) -> None:
     (out / MODE_FILE).write_text(f"checkout {tag}\n")
 
 
-def from_sdist(version: str, out: Path) -> None:
+def from_sdist(version: str, out: Path, local: Path | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-             "--no-binary", ":all:", f"transformers=={version}", "-d", tmp],
-            check=True,
-        )
-        (sdist,) = Path(tmp).glob("transformers-*.tar.gz")
+        if local is None:
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "download",
+                    "--quiet",
+                    "--no-deps",
+                    "--no-binary",
+                    ":all:",
+                    f"transformers=={version}",
+                    "-d",
+                    tmp,
+                ],
+                check=True,
+            )
+            (sdist,) = Path(tmp).glob("transformers-*.tar.gz")
+        else:
+            sdist = local
         prefix = f"transformers-{version}/"
         with tarfile.open(sdist) as tar:
             for rel in COMMON:
@@ -138,14 +157,20 @@ def from_sdist(version: str, out: Path) -> None:
         (out / rel).parent.mkdir(parents=True, exist_ok=True)
         (out / rel).write_text(text)
     for family in FAMILIES:
-        shutil.copy(HERE / "testers" / f"tester_{family}.py",
-                    out / f"tests/models/{family}/test_modeling_{family}.py")
-    (out / MODE_FILE).write_text(f"sdist transformers-{version}.tar.gz + halfv testers\n")
+        shutil.copy(
+            HERE / "testers" / f"tester_{family}.py",
+            out / f"tests/models/{family}/test_modeling_{family}.py",
+        )
+    digest = hashlib.sha256(sdist.read_bytes()).hexdigest() if local else "pip download"
+    (out / MODE_FILE).write_text(
+        f"sdist transformers-{version}.tar.gz ({digest}) + halfv testers\n"
+    )
 
 
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkout", type=Path, help="a transformers git clone with the tag")
+    parser.add_argument("--sdist", type=Path, help="the release's sdist, already downloaded")
     parser.add_argument("--dest", type=Path, default=Path(".hf-tests"))
     args = parser.parse_args(argv)
     version = _installed_version()
@@ -156,7 +181,7 @@ def main(argv: list[str] | None = None) -> Path:
     if args.checkout:
         from_checkout(args.checkout, version, out)
     else:
-        from_sdist(version, out)
+        from_sdist(version, out, args.sdist)
     shutil.copy(HERE / "conftest_halfv.py", out / "conftest_halfv.py")
     # Own rootdir and ini: halfv's pyproject (strict markers) must not govern these tests.
     (out / "pytest.ini").write_text(PYTEST_INI)

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from halfv.errors import (
     ConfigError,
@@ -187,6 +187,12 @@ class PruningConfig(BaseModel):
         "image on a GPU); None never skips. The environment variable HALFV_MIN_GAIN=off|<fraction> "
         "overrides it. See docs/speed.md, 'Cost model'.",
     )
+    video_budget: Literal["per_video", "per_frame"] = Field(
+        "per_video",
+        description="How a video's visual tokens are budgeted: 'per_video' (all its frames "
+        "share one budget and one selection) or 'per_frame' (every frame keeps the same "
+        "share). Images are one budget each either way. See docs/video.md.",
+    )
     relevance_scaling: bool = Field(
         False,
         description="Divide relevance logits by sqrt(head_dim). The HalfV release does not "
@@ -222,6 +228,18 @@ class PruningConfig(BaseModel):
                 raise ConfigError(msg)
             data["ssr_mode"] = mode
         return data
+
+    @field_validator("video_budget", mode="before")
+    @classmethod
+    def _check_video_budget(cls, value: Any) -> Any:
+        if value not in ("per_video", "per_frame"):
+            msg = (
+                f"video_budget={value!r} is not a video budget mode: use 'per_video' (all "
+                "frames of a video share one budget) or 'per_frame' (every frame keeps the "
+                "same share)"
+            )
+            raise ConfigError(msg)  # a ValueError: pydantic reports it for the field
+        return value
 
     @model_validator(mode="after")
     def _check_schedule(self) -> PruningConfig:

@@ -16,8 +16,8 @@ configs (``extra="forbid"``; a bad value names the field, the value and the allo
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
@@ -25,9 +25,12 @@ from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 
 from halfv.errors import HalfvTypeError, HalfvValueError
+from halfv.layers import AttentionParts, LayerSpec, RotaryFn, TokenInputs
 
 if TYPE_CHECKING:
     from halfv.config import PruningConfig
+    from halfv.ops.spans import VisualSpans
+    from halfv.ops.video import VideoFrames
 
 __all__ = [
     "AttentionParts",
@@ -40,6 +43,7 @@ __all__ = [
     "SSRPolicy",
     "SaturationDetector",
     "SaturationReport",
+    "TokenInputs",
 ]
 
 
@@ -219,62 +223,6 @@ class SaturationDetector(ABC):
 
 
 # --------------------------------------------------------------------------- adapters
-@dataclass(frozen=True)
-class AttentionParts:
-    """The pieces of one pre-norm decoder layer halfv reads directly.
-
-    ``q_norm``/``k_norm`` are per-head norms applied before RoPE (``None`` if absent).
-    ``sliding_window`` is the layer's window (``None`` for full attention).
-    """
-
-    input_layernorm: nn.Module
-    q_proj: nn.Linear
-    k_proj: nn.Linear
-    v_proj: nn.Linear
-    o_proj: nn.Linear
-    post_attention_layernorm: nn.Module
-    mlp: nn.Module
-    num_heads: int
-    num_kv_heads: int
-    head_dim: int
-    scaling: float
-    q_norm: nn.Module | None = None
-    k_norm: nn.Module | None = None
-    sliding_window: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-#: ``(q, k, cos, sin) -> (q, k)`` with ``q``/``k`` ``[B, H, S, head_dim]`` and the tables
-#: ``[B, S, rotary_dim]``: transformers' ``apply_rotary_pos_emb`` signature (unsqueeze on
-#: dim 1). Partial or interleaved rotary is the adapter's model's own function.
-RotaryFn = Callable[[Tensor, Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]
-
-
-@dataclass(frozen=True)
-class LayerSpec:
-    """What the runtime must know about one decoder layer (adapter API v2).
-
-    Attributes:
-        kind: ``"full"`` causal attention, ``"sliding"`` attention over the last
-            ``window`` positions, or ``"linear"`` (a recurrent / linear-attention layer:
-            no softmax scores, no per-position KV cache).
-        window: the sliding window (``kind == "sliding"`` only).
-        block: ``"pre_norm"`` (Llama: norm, attention, residual, norm, MLP, residual) or
-            ``"sandwich"`` (Gemma 2/3, GLM-4: also a norm after the attention and after
-            the MLP, before each residual add).
-        rotary: how the layer rotates queries and keys; ``None`` is Llama's rotate-half
-            over the whole head.
-        layer_type: the model's name for the layer's type (``config.layer_types``), which
-            transformers uses to pick the layer's mask; ``None`` when the model has one.
-    """
-
-    kind: Literal["full", "sliding", "linear"] = "full"
-    window: int | None = None
-    block: Literal["pre_norm", "sandwich"] = "pre_norm"
-    rotary: RotaryFn | None = None
-    layer_type: str | None = None
-
-
 class BackboneAdapter(ABC):
     """Tells halfv where a transformers model keeps what pruning needs.
 
@@ -321,6 +269,24 @@ class BackboneAdapter(ABC):
     def visual_token_ids(self, model: nn.Module) -> tuple[int, ...]:
         """Token ids that stand for visual features in ``input_ids`` (images and videos)."""
 
+    def video_frames(
+        self, model: nn.Module, spans: VisualSpans, inputs: Mapping[str, Any]
+    ) -> tuple[VideoFrames, ...]:
+        """Where each video's frames are in a prefill (``inputs``: the entry module's keyword
+        arguments), for ``PruningConfig.video_budget``. Default ``()``: none known, every
+        visual span is its own budget (``halfv.adapters.video`` has helpers)."""
+        return ()
+
+    def span_joiners(self, model: nn.Module) -> frozenset[int]:
+        """Token ids that join the visual runs on either side into one span.
+
+        Budgets are per span. A processor that splits one image into several runs with
+        marker tokens (Pixtral / Mistral3 end every row of patches with ``[IMG_BREAK]``)
+        names the marker here, so that each image keeps its budget as a whole rather than
+        row by row. Joiners are not visual: they are never pruned. Default: none.
+        """
+        return frozenset()
+
     @abstractmethod
     def attention_parts(self, layer: nn.Module) -> AttentionParts:
         """The internals of one decoder layer (for relevance scoring and freezing)."""
@@ -342,18 +308,28 @@ class BackboneAdapter(ABC):
         """One :class:`LayerSpec` per decoder layer.
 
         The default reads ``config.layer_types`` of the language model when it has one,
-        and each layer's ``sliding_window`` from :meth:`attention_parts`; adapters of
-        models with other layer kinds, sandwich norms or their own rotary override it.
+        and each layer's ``sliding_window`` and output norms (a sandwich block) from
+        :meth:`attention_parts`; adapters of models with other layer kinds or their own
+        rotary override it.
         """
         lm_config = getattr(self.language_model(model), "config", None)
         types = getattr(lm_config, "layer_types", None)
         specs = []
         for idx, layer in enumerate(self.decoder_layers(model)):
-            window = self.attention_parts(layer).sliding_window
+            parts = self.attention_parts(layer)
+            window = parts.sliding_window
             layer_type = types[idx] if isinstance(types, (list, tuple)) else None
             kind: Literal["full", "sliding"] = "sliding" if window else "full"
-            specs.append(LayerSpec(kind=kind, window=window or None, layer_type=layer_type))
+            block: Literal["pre_norm", "sandwich"] = "sandwich" if parts.sandwich else "pre_norm"
+            specs.append(
+                LayerSpec(kind=kind, window=window or None, block=block, layer_type=layer_type)
+            )
         return specs
+
+    def token_inputs(self, model: nn.Module) -> TokenInputs | None:
+        """Per-token inputs the text decoder adds after its first layers (:class:`TokenInputs`);
+        ``None`` (the default) when it has none."""
+        return None
 
     def num_layers(self, model: nn.Module) -> int:
         """Number of decoder layers."""

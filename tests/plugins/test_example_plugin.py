@@ -1,4 +1,4 @@
-"""The example plugin (``plugins/halfv-example``): discovery and a tiny Qwen2-VL end to end.
+"""The example plugin (``plugins/halfv-example``): discovery and a tiny VipLLaVA end to end.
 
 Needs the plugin installed (``pip install -e ./plugins/halfv-example``); the module is
 skipped otherwise.
@@ -26,9 +26,9 @@ halfv_example = pytest.importorskip(
 
 pytestmark = pytest.mark.plugin
 
-IMAGE, VIDEO, VISION_START, VISION_END = 995, 996, 993, 994
-GRID = 16  # patches per side; 2x2 merge -> 64 visual tokens per image
-PER_IMAGE = GRID * GRID // 4
+IMAGE = 998
+IMAGE_SIZE = 112
+PER_IMAGE = (IMAGE_SIZE // 14) ** 2  # 64 patch tokens per image (the CLS token is dropped)
 LAYERS = 6
 KEEP_ALL = halfv.PruningConfig(
     ivr_layer=2, ivr_keep=1.0, ssr_layer=4, ssr_mode="prune", ssr_keep=1.0
@@ -49,57 +49,56 @@ def fresh_components() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def model() -> nn.Module:
-    """A tiny random-init ``Qwen2VLForConditionalGeneration`` (6 layers, hidden 64)."""
-    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+    """A tiny random-init ``VipLlavaForConditionalGeneration`` (6 layers, hidden 64)."""
+    from transformers import (
+        CLIPVisionConfig,
+        LlamaConfig,
+        VipLlavaConfig,
+        VipLlavaForConditionalGeneration,
+    )
 
     torch.manual_seed(0)
-    config = Qwen2VLConfig(
-        vision_config={
-            "depth": 1,
-            "embed_dim": 32,
-            "hidden_size": 64,
-            "mlp_ratio": 2,
-            "num_heads": 2,
-            "patch_size": 14,
-            "spatial_merge_size": 2,
-            "temporal_patch_size": 2,
-        },
-        text_config={
-            "hidden_size": 64,
-            "intermediate_size": 128,
-            "num_hidden_layers": LAYERS,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
-            "vocab_size": 1000,
-            "max_position_embeddings": 4096,
-            # head_dim 16: the three mrope sections must sum to head_dim / 2
-            "rope_parameters": {
-                "rope_type": "default",
-                "rope_theta": 1e4,
-                "mrope_section": [2, 3, 3],
-            },
-        },
-        image_token_id=IMAGE,
-        video_token_id=VIDEO,
-        vision_start_token_id=VISION_START,
-        vision_end_token_id=VISION_END,
+    config = VipLlavaConfig(
+        vision_config=CLIPVisionConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=IMAGE_SIZE,
+            patch_size=14,
+        ),
+        text_config=LlamaConfig(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=LAYERS,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            vocab_size=1000,
+            max_position_embeddings=4096,
+        ),
+        image_token_index=IMAGE,
+        vision_feature_layer=[-1, -2],  # the projector reads several CLIP layers
     )
-    return Qwen2VLForConditionalGeneration(config).eval()
+    return VipLlavaForConditionalGeneration(config).eval()
 
 
 def _prompt(before: int = 5, after: int = 7, seed: int = 0) -> dict[str, Tensor]:
-    """``text * before, <vision_start>, <image_pad> * 64, <vision_end>, text * after``."""
+    """``text * before, <image> * 64, text * after``."""
     gen = torch.Generator().manual_seed(seed)
     text = torch.randint(10, 900, (before + after,), generator=gen).tolist()
-    ids = [*text[:before], VISION_START, *[IMAGE] * PER_IMAGE, VISION_END, *text[before:]]
-    types = [0] * (before + 1) + [1] * PER_IMAGE + [0] * (after + 1)
+    ids = [*text[:before], *[IMAGE] * PER_IMAGE, *text[before:]]
     return {
         "input_ids": torch.tensor([ids]),
         "attention_mask": torch.ones(1, len(ids), dtype=torch.long),
-        "mm_token_type_ids": torch.tensor([types]),
-        "pixel_values": torch.randn(GRID * GRID, 3 * 2 * 14 * 14, generator=gen),
-        "image_grid_thw": torch.tensor([[1, GRID, GRID]]),
+        "pixel_values": torch.randn(1, 3, IMAGE_SIZE, IMAGE_SIZE, generator=gen),
     }
+
+
+def _config_only(model_type: str) -> nn.Module:
+    """A module whose ``config.model_type`` is ``model_type`` (for adapter lookup)."""
+    module = nn.Module()
+    module.config = type("Config", (), {"model_type": model_type})()  # type: ignore[assignment]
+    return module
 
 
 def _logits(model: nn.Module, inputs: dict[str, Any]) -> Tensor:
@@ -113,43 +112,43 @@ def _greedy(model: nn.Module, inputs: dict[str, Any], n: int = 4) -> Tensor:
 
 
 def test_entry_point_is_declared() -> None:
-    eps = importlib.metadata.entry_points(group="halfv", name="qwen2-vl")
+    eps = importlib.metadata.entry_points(group="halfv", name="vipllava")
     assert [ep.value for ep in eps] == ["halfv_example.plugin"]
 
 
 def test_halfv_discovers_the_adapter() -> None:
-    adapter = halfv.get_adapter("qwen2_vl")
-    assert isinstance(adapter, halfv_example.Qwen2VLAdapter)
-    assert halfv.get_adapter("qwen2-vl") is adapter
+    adapter = halfv.get_adapter("vipllava")
+    assert isinstance(adapter, halfv_example.VipLlavaAdapter)
+    assert halfv.get_adapter_for(_config_only("vipllava")) is adapter
     assert isinstance(adapter.saturation_detector, halfv.KLSaturationDetector)
-    (info,) = [c for c in halfv.list_components("adapter") if c.name == "qwen2-vl"]
+    (info,) = [c for c in halfv.list_components("adapter") if c.name == "vipllava"]
     assert info.obj is adapter
-    assert (info.plugin, info.package) == ("qwen2-vl", "halfv-example")
+    assert (info.plugin, info.package) == ("vipllava", "halfv-example")
     assert info.version == importlib.metadata.version("halfv-example")
-    assert [f for f in halfv.plugin_failures() if f.plugin == "qwen2-vl"] == []
+    assert [f for f in halfv.plugin_failures() if f.plugin == "vipllava"] == []
 
 
 def test_adapter_reads_the_model(model: nn.Module) -> None:
     adapter = halfv.get_adapter_for(model)
-    assert isinstance(adapter, halfv_example.Qwen2VLAdapter)
-    assert adapter.visual_token_ids(model) == (IMAGE, VIDEO)
+    assert isinstance(adapter, halfv_example.VipLlavaAdapter)
+    assert adapter.visual_token_ids(model) == (IMAGE,)
     assert adapter.num_layers(model) == LAYERS
     parts = adapter.attention_parts(adapter.decoder_layers(model)[0])
     assert (parts.num_heads, parts.num_kv_heads, parts.head_dim) == (4, 2, 16)
 
 
-def test_default_schedule_is_qwen25s() -> None:
-    ours = halfv_example.Qwen2VLAdapter
-    builtin = type(halfv.get_adapter("qwen2_5_vl"))
-    assert ours.reference_layers == builtin.reference_layers == 28
+def test_default_schedule_is_llavas() -> None:
+    ours = halfv_example.VipLlavaAdapter
+    builtin = type(halfv.get_adapter("llava"))
+    assert ours.reference_layers == builtin.reference_layers == 32
     assert ours.reference_schedule == builtin.reference_schedule
     schedule = ours.reference_schedule
     assert (
         schedule.ivr_layer,
         schedule.ivr_keep,
         schedule.ivr_policy_options["attention_share"],
-    ) == (2, 0.25, 0.1)
-    assert (schedule.ssr_layer, schedule.ssr_mode, schedule.ssr_keep) == (21, "prune", 0.05)
+    ) == (3, 0.5, 0.2)
+    assert (schedule.ssr_layer, schedule.ssr_mode) == (15, "freeze")
 
 
 def test_default_config_runs(model: nn.Module) -> None:
@@ -198,7 +197,7 @@ def test_pruned_generate_and_budget(model: nn.Module) -> None:
     assert stats is not None
     assert stats.prompt_tokens == (prompt_len,)
     assert stats.visual_tokens == (PER_IMAGE,)
-    assert stats.spans == (((6, PER_IMAGE),),)  # 5 text tokens and <|vision_start|> first
+    assert stats.spans == (((5, PER_IMAGE),),)  # 5 text tokens first
     assert stats.kept_visual_per_layer() == [PER_IMAGE] * 2 + [ivr_kept] * 2 + [ssr_kept] * 2
     text = prompt_len - PER_IMAGE
     assert [len(stats.kept_positions[layer][0]) for layer in (2, 4)] == [
@@ -228,7 +227,7 @@ def test_tutorial_shows_the_plugin_verbatim() -> None:
 def test_tutorial_scratch_adapter_works(model: nn.Module) -> None:
     namespace: dict[str, Any] = {}
     exec(_marked_block("test: from-scratch-adapter"), namespace)  # noqa: S102 -- our own docs
-    scratch = namespace["ScratchQwen2VLAdapter"]()
+    scratch = namespace["ScratchVipLlavaAdapter"]()
     plugin = halfv.get_adapter_for(model)
     assert scratch.default_config(model) == plugin.default_config(model)
     assert scratch.visual_token_ids(model) == plugin.visual_token_ids(model)

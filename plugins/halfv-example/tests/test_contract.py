@@ -11,13 +11,13 @@ from halfv.testing import check_adapter, check_ssr_policy
 example = pytest.importorskip(
     "halfv_example", reason="needs the example plugin: pip install ./plugins/halfv-example"
 )
-Qwen2VLAdapter = example.Qwen2VLAdapter
+VipLlavaAdapter = example.VipLlavaAdapter
 
 
 def test_adapter_contract() -> None:
-    check_adapter(Qwen2VLAdapter())
+    check_adapter(VipLlavaAdapter())
 
 
 def test_default_schedule_policies_keep_their_contract() -> None:
-    schedule = Qwen2VLAdapter.reference_schedule
+    schedule = VipLlavaAdapter.reference_schedule
     check_ssr_policy(halfv.get_ssr_policy(schedule.ssr_policy_name), max_examples=20)

@@ -22,7 +22,7 @@ from ...test_modeling_common import ModelTesterMixin, floats_tensor, ids_tensor
 if is_torch_available():
     import torch
 
-START, END, IMAGE_TOKEN, VIDEO_TOKEN = 94, 95, 96, 97
+START, END, IMAGE_TOKEN, VIDEO_TOKEN = 3, 4, 5, 6  # low ids survive a vocabulary resize
 PAD = 1
 PATCH, TEMPORAL, GRID = 2, 2, 8
 
@@ -81,7 +81,7 @@ class Qwen2_5_VLHalfvTester:
     def prepare_config_and_inputs_for_common(self):
         config = self.get_config()
         pixel_values = floats_tensor([self.batch_size * GRID * GRID, 3 * TEMPORAL * PATCH * PATCH])
-        input_ids = ids_tensor([self.batch_size, self.seq_length], self.vocab_size - 8) + 3
+        input_ids = ids_tensor([self.batch_size, self.seq_length], self.vocab_size - 12) + 8
         input_ids[:, 1] = START
         input_ids[:, 2 : 2 + self.num_image_tokens] = IMAGE_TOKEN
         input_ids[:, 2 + self.num_image_tokens] = END

@@ -1,10 +1,11 @@
 """Shared adapter logic for transformers VLMs with Llama-style language models.
 
-LLaVA, LLaVA-NeXT, Qwen2.5-VL and InternVL all run a pre-norm decoder whose layers have
-``input_layernorm``, ``self_attn.{q,k,v,o}_proj``, ``post_attention_layernorm`` and
-``mlp`` (``transformers.models.llama.modeling_llama.LlamaDecoderLayer`` and its copies in
-the Mistral, Qwen2 and Qwen2.5-VL files). A backbone adapter therefore only says which
-config fields hold the visual token ids and what its default schedule is.
+LLaVA, LLaVA-NeXT, Qwen2-VL, Qwen2.5-VL, Qwen3-VL (dense and MoE) and InternVL all run a
+pre-norm decoder whose layers have ``input_layernorm``, ``self_attn.{q,k,v,o}_proj``
+(Qwen3: plus per-head ``q_norm``/``k_norm``), ``post_attention_layernorm`` and ``mlp``
+(``transformers.models.llama.modeling_llama.LlamaDecoderLayer`` and its copies in the
+Mistral, Qwen2, Qwen2-VL, Qwen2.5-VL and Qwen3-VL files). A backbone adapter therefore only
+says which config fields hold the visual token ids and what its default schedule is.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from halfv.errors import HalfvTypeError, HalfvValueError
 from halfv.interfaces import AttentionParts, BackboneAdapter, SaturationDetector
 from halfv.saturation import KLSaturationDetector
 
-__all__ = ["TESTED_TRANSFORMERS", "LlamaStyleAdapter", "scale_schedule"]
+__all__ = ["TESTED_TRANSFORMERS", "LlamaStyleAdapter", "block_norms", "scale_schedule"]
 
 #: the transformers releases the built-in adapters were tested on (each adapter's ``follows``)
 TESTED_TRANSFORMERS = "tested on transformers 5.17, 5.23 and 5.24"
@@ -49,6 +50,33 @@ def scale_schedule(
             ssr = math.floor(reference.ssr_layer * ratio + 0.5)
             update["ssr_layer"] = min(max(ssr, ivr + 1), num_layers - 1)
     return PruningConfig.model_validate({**reference.model_dump(), **update})
+
+
+def block_norms(block: Any) -> tuple[nn.Module, nn.Module | None, nn.Module | None]:
+    """``(pre-MLP norm, attention-output norm, MLP-output norm)`` of a decoder layer.
+
+    A pre-norm (Llama) block has only the first. Sandwich blocks also norm each sublayer's
+    output before its residual add, under the names of
+    ``transformers.models.gemma3.modeling_gemma3.Gemma3DecoderLayer`` (and Gemma 2:
+    ``post_attention_layernorm`` on the attention output, ``pre_feedforward_layernorm``
+    and ``post_feedforward_layernorm`` around the MLP) or of
+    ``transformers.models.glm4.modeling_glm4.Glm4DecoderLayer``
+    (``post_self_attn_layernorm``, ``post_attention_layernorm`` before the MLP,
+    ``post_mlp_layernorm``).
+    """
+    if hasattr(block, "pre_feedforward_layernorm"):
+        return (
+            block.pre_feedforward_layernorm,
+            block.post_attention_layernorm,
+            block.post_feedforward_layernorm,
+        )
+    if hasattr(block, "post_self_attn_layernorm"):
+        return (
+            block.post_attention_layernorm,
+            block.post_self_attn_layernorm,
+            block.post_mlp_layernorm,
+        )
+    return block.post_attention_layernorm, None, None
 
 
 class LlamaStyleAdapter(BackboneAdapter):
@@ -103,13 +131,14 @@ class LlamaStyleAdapter(BackboneAdapter):
             attn = block.self_attn
             config = attn.config
             heads = int(config.num_attention_heads)
+            pre_mlp, attn_out, mlp_out = block_norms(block)
             return AttentionParts(
                 input_layernorm=block.input_layernorm,
                 q_proj=attn.q_proj,
                 k_proj=attn.k_proj,
                 v_proj=attn.v_proj,
                 o_proj=attn.o_proj,
-                post_attention_layernorm=block.post_attention_layernorm,
+                post_attention_layernorm=pre_mlp,
                 mlp=block.mlp,
                 num_heads=heads,
                 num_kv_heads=int(getattr(config, "num_key_value_heads", None) or heads),
@@ -118,6 +147,8 @@ class LlamaStyleAdapter(BackboneAdapter):
                 q_norm=getattr(attn, "q_norm", None),
                 k_norm=getattr(attn, "k_norm", None),
                 sliding_window=getattr(attn, "sliding_window", None),
+                attn_output_norm=attn_out,
+                mlp_output_norm=mlp_out,
             )
         except AttributeError as exc:
             msg = (

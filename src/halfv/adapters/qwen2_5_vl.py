@@ -13,16 +13,19 @@ from __future__ import annotations
 from typing import ClassVar
 
 from halfv.adapters.base import TESTED_TRANSFORMERS, LlamaStyleAdapter
+from halfv.adapters.video import GridVideoFrames
 from halfv.config import PruningConfig
 
 __all__ = ["Qwen25VLAdapter"]
 
 
-class Qwen25VLAdapter(LlamaStyleAdapter):
+class Qwen25VLAdapter(GridVideoFrames, LlamaStyleAdapter):
     """Qwen2.5-VL: IVR at 2 keeping 25 %, then keep the top 5 % (of the original) from 21.
 
     Images and videos are both pruned (``image_token_id`` and ``video_token_id``); the
-    3-D mrope positions of survivors are kept by gathering the rotary tables.
+    3-D mrope positions of survivors are kept by gathering the rotary tables. A video is
+    one run of ``t * h * w / 4`` video tokens (``video_grid_thw`` row ``(t, h, w)``): ``t``
+    frames (temporal patches of two sampled frames) of ``h * w / 4`` tokens, in order.
     """
 
     name: ClassVar[str] = "qwen2.5-vl"

@@ -28,7 +28,18 @@ if TYPE_CHECKING:
 
 __all__ = ["add_parser", "check_estimator", "parse_options", "run"]
 
-FAMILY_CHOICES = ("llava", "qwen2_5_vl", "internvl")
+FAMILY_CHOICES = (
+    "llava",
+    "qwen2_5_vl",
+    "internvl",
+    # tiny random only (issue #20; halfv.profile.more_families)
+    "llava_onevision",
+    "llava_next_video",
+    "paligemma",
+    "idefics3",
+    "smolvlm",
+    "mistral3",
+)
 
 
 def add_parser(subparsers: _SubParsersAction[argparse.ArgumentParser]) -> None:

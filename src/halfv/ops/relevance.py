@@ -20,7 +20,7 @@ from torch import Tensor
 
 from halfv.devices import module_device
 from halfv.errors import UnsupportedModelError
-from halfv.interfaces import AttentionParts
+from halfv.interfaces import AttentionParts, RotaryFn
 from halfv.ops.selection import bmm_out_dtype_works
 
 if TYPE_CHECKING:
@@ -35,15 +35,31 @@ def rotate_half(x: Tensor) -> Tensor:
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
-def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate ``x`` ``[rows, heads, head_dim]`` by per-row tables ``[rows, head_dim]``."""
-    cos, sin = cos[:, None, :].to(x.dtype), sin[:, None, :].to(x.dtype)
-    rotated: Tensor = x * cos + rotate_half(x) * sin
+def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor, fn: RotaryFn | None = None) -> Tensor:
+    """Rotate ``x`` ``[rows, heads, head_dim]`` by per-row tables ``[rows, rotary_dim]``.
+
+    ``fn`` is the layer's own rotary function (:attr:`halfv.interfaces.LayerSpec.rotary`:
+    partial or interleaved rotary, e.g. GLM-4's); ``None`` is Llama's rotate-half over the
+    whole head. ``fn`` sees each row as a batch of one position, ``[rows, heads, 1, hd]``
+    with tables ``[rows, 1, rotary_dim]``, its own signature.
+    """
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    if fn is not None:
+        rows = x[:, :, None, :]
+        own, _ = fn(rows, rows, cos[:, None, :], sin[:, None, :])
+        return own[:, :, 0, :]
+    rotated: Tensor = x * cos[:, None, :] + rotate_half(x) * sin[:, None, :]
     return rotated
 
 
-def _heads(parts: AttentionParts, projected: Tensor, norm: torch.nn.Module | None) -> Tensor:
-    heads: Tensor = projected.view(projected.shape[0], -1, parts.head_dim)
+def _heads(
+    parts: AttentionParts, projected: Tensor, norm: torch.nn.Module | None, gated: bool = False
+) -> Tensor:
+    """``[rows, heads, head_dim]`` of a projection (a gated query: its query half)."""
+    if gated:
+        both = projected.view(projected.shape[0], -1, 2 * parts.head_dim)
+        projected = both[..., : parts.head_dim]
+    heads: Tensor = projected.reshape(projected.shape[0], -1, parts.head_dim)
     if norm is None:
         return heads
     normed: Tensor = norm(heads)
@@ -61,6 +77,8 @@ def last_token_relevance(
     rotary: tuple[Tensor, Tensor] | None,
     scale: bool,
     head_group: tuple[ProcessGroup, int] | None = None,
+    rotary_fn: RotaryFn | None = None,
+    visible: Tensor | None = None,
 ) -> Tensor:
     """Relevance of each visual row to its sample's last prompt token.
 
@@ -78,9 +96,14 @@ def last_token_relevance(
             ranks each project a share of the heads
             (:func:`halfv.runtime.distributed.head_group`); the per-head probabilities
             are then summed over its ranks before dividing by ``parts.num_heads``.
+        rotary_fn: the layer's own rotary function (:func:`apply_rotary`), or ``None``.
+        visible: ``[M]`` bool, the rows the query can see (a sliding-window layer hides
+            keys ``window`` or more positions back); hidden rows get relevance 0, as in the
+            model's own softmax. ``None``: every row is visible.
 
     Returns:
-        ``[M]`` float32 relevance; it sums to 1 over the rows of each span.
+        ``[M]`` float32 relevance; it sums to 1 over the visible rows of each span (0 over
+        a span none of whose rows is visible).
     """
     b, s, d = hidden.shape
     device = module_device(parts.q_proj, hidden.device)
@@ -99,6 +122,8 @@ def last_token_relevance(
         rotary=rotary,
         scale=scale,
         head_group=head_group,
+        rotary_fn=rotary_fn,
+        visible=visible,
     )
 
 
@@ -115,6 +140,8 @@ def relevance_from_projections(
     rotary: tuple[Tensor, Tensor] | None,
     scale: bool,
     head_group: tuple[ProcessGroup, int] | None = None,
+    rotary_fn: RotaryFn | None = None,
+    visible: Tensor | None = None,
 ) -> Tensor:
     """:func:`last_token_relevance` from the scoring layer's query and key projections.
 
@@ -130,33 +157,41 @@ def relevance_from_projections(
         rotary: as in :func:`last_token_relevance`.
         scale: as in :func:`last_token_relevance`.
         head_group: as in :func:`last_token_relevance`.
+        rotary_fn: as in :func:`last_token_relevance`.
+        visible: as in :func:`last_token_relevance`.
 
     The runtime reads the projections the scoring layer computes in its own forward
     (``halfv.runtime.scoring.ProjectionTap``) and passes their rows here, so the visual tokens
     are not normed and projected a second time.
     """
     device = queries.device
-    q = _heads(parts, queries, parts.q_norm)  # [B, H, hd]
+    q = _heads(parts, queries, parts.q_norm, parts.query_gate)  # [B, H, hd]
     k = _heads(parts, keys.to(device), parts.k_norm)  # [M, KV, hd]
     if rotary is not None:
         cos, sin = rotary
         q_at, k_at = query_rows.to(cos.device), visual_rows.to(cos.device)
-        q = apply_rotary(q, cos[q_at].to(device), sin[q_at].to(device))
-        k = apply_rotary(k, cos[k_at].to(device), sin[k_at].to(device))
+        q = apply_rotary(q, cos[q_at].to(device), sin[q_at].to(device), rotary_fn)
+        k = apply_rotary(k, cos[k_at].to(device), sin[k_at].to(device), rotary_fn)
     sample_of_row = visual_rows.to(device) // rows_per_sample
     logits = _logits(q, k, sample_of_row)  # [M, H] float32
     if scale:
         logits = logits * parts.scaling
+    if visible is not None:
+        logits = logits.masked_fill(~visible.to(device)[:, None], -torch.inf)
     if num_segments == 1:  # one image: a plain max (a scatter would serialise on one row)
         peak = logits.amax(dim=0, keepdim=True)
         weights = (logits - peak).exp()
-        return _mean_over_heads(weights / weights.sum(dim=0, keepdim=True), parts, head_group)
-    seg = segment.to(device)[:, None].expand_as(logits)
-    peak = torch.full((num_segments, logits.shape[1]), -torch.inf, device=device)
-    peak = peak.scatter_reduce(0, seg, logits, reduce="amax", include_self=True)
-    weights = (logits - peak.gather(0, seg)).exp()
-    totals = torch.zeros_like(peak).scatter_add(0, seg, weights)
-    return _mean_over_heads(weights / totals.gather(0, seg), parts, head_group)
+        probs = weights / weights.sum(dim=0, keepdim=True)
+    else:
+        seg = segment.to(device)[:, None].expand_as(logits)
+        peak = torch.full((num_segments, logits.shape[1]), -torch.inf, device=device)
+        peak = peak.scatter_reduce(0, seg, logits, reduce="amax", include_self=True)
+        weights = (logits - peak.gather(0, seg)).exp()
+        totals = torch.zeros_like(peak).scatter_add(0, seg, weights)
+        probs = weights / totals.gather(0, seg)
+    if visible is not None:  # a span with no visible row: 0 / 0 -> 0
+        probs = torch.nan_to_num(probs, nan=0.0)
+    return _mean_over_heads(probs, parts, head_group)
 
 
 def _mean_over_heads(

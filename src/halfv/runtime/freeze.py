@@ -12,10 +12,17 @@ It reproduces, for pre-norm Llama-style layers (Llama, Mistral, Qwen2, Qwen2.5-V
 ``transformers.models.llama.modeling_llama.LlamaDecoderLayer.forward`` with the visual
 rows' updates removed; an explicit mask of ``[text queries x all keys]`` built from the
 original positions replaces the causal flag (which is wrong when queries are a subset).
+
+Sandwich blocks (``transformers.models.gemma3.modeling_gemma3.Gemma3DecoderLayer``, GLM-4)
+norm each sublayer's output before its residual add: the frozen path applies the block's
+own ``attn_output_norm`` and ``mlp_output_norm`` (:class:`~halfv.interfaces.AttentionParts`)
+there. A layer with attention-logit soft capping (``parts.softcap``) runs the capped
+softmax of the model's eager attention instead of SDPA.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -23,11 +30,12 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from halfv.devices import module_device
-from halfv.interfaces import AttentionParts
+from halfv.errors import UnsupportedModelError
+from halfv.interfaces import AttentionParts, LayerSpec, RotaryFn
 from halfv.ops.relevance import rotate_half
 from halfv.runtime.layout import StageLayout, gather_rows
 
-__all__ = ["frozen_visual_forward", "query_rows_of"]
+__all__ = ["check_blocks", "frozen_visual_forward", "query_rows_of"]
 
 
 def query_rows_of(layout: StageLayout) -> tuple[Tensor, Tensor]:
@@ -41,12 +49,53 @@ def query_rows_of(layout: StageLayout) -> tuple[Tensor, Tensor]:
     return layout.text_rows
 
 
-def _rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """RoPE with tables already shaped ``[B, 1, S, head_dim]`` (cast only if ``x``'s
-    dtype is not theirs, e.g. under autocast)."""
+def check_blocks(
+    specs: Sequence[LayerSpec],
+    parts: Mapping[int, AttentionParts] | Sequence[AttentionParts],
+    mode: str,
+    first: int | None,
+) -> None:
+    """Refuse to freeze a layer whose block the frozen path cannot reproduce.
+
+    A layer the adapter declares a sandwich block must give its output norms (else the
+    frozen text rows would skip them: a silently wrong answer), and a pre-norm block none.
+    """
+    if mode != "freeze" or first is None:
+        return
+    for idx in range(first, len(specs)):
+        if specs[idx].kind == "linear":  # no attention parts: frozen by its own forward
+            continue
+        spec, part = specs[idx], parts[idx]
+        if (spec.block == "sandwich") != part.sandwich:
+            msg = (
+                f"layer {idx}: the adapter's layer_specs() says block={spec.block!r}, but its "
+                "attention_parts() give attn_output_norm="
+                f"{type(part.attn_output_norm).__name__}, mlp_output_norm="
+                f"{type(part.mlp_output_norm).__name__}; a sandwich block needs its output norms "
+                "(a pre-norm block has none) for ssr_mode='freeze'. Fix the adapter"
+            )
+            raise UnsupportedModelError(msg)
+
+
+def _rope(x: Tensor, cos: Tensor, sin: Tensor, fn: RotaryFn | None) -> Tensor:
+    """Rotate ``x`` ``[B, H, R, hd]``: with the layer's own function ``fn`` when it has one
+    (partial, interleaved; tables ``[B, R, rotary_dim]``), else Llama's rotate-half (tables
+    already ``[B, 1, R, hd]``). The tables are in the stage's dtype; cast only if ``x``'s
+    is not theirs (e.g. under autocast)."""
     if cos.dtype != x.dtype:
         cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    if fn is not None:
+        return fn(x, x, cos, sin)[0]
     return x * cos + rotate_half(x) * sin
+
+
+def _query(parts: AttentionParts, projected: Tensor) -> tuple[Tensor, Tensor | None]:
+    """``[B, Q, H, hd]`` queries and, for a gated query, the ``[B, Q, H * hd]`` gate."""
+    b, q = projected.shape[:2]
+    if not parts.query_gate:
+        return projected.view(b, q, -1, parts.head_dim), None
+    query, gate = projected.view(b, q, -1, 2 * parts.head_dim).chunk(2, dim=-1)
+    return query, gate.reshape(b, q, -1)
 
 
 def _query_mask(
@@ -91,6 +140,7 @@ def frozen_visual_forward(
     cache: object | None,
     layer_idx: int,
     memo: dict[Any, Any] | None = None,
+    rotary_fn: RotaryFn | None = None,
 ) -> Tensor:
     """Run one decoder layer with frozen visual rows.
 
@@ -105,6 +155,8 @@ def frozen_visual_forward(
         memo: a dict kept for the prefill: the stage's shared inputs (query rows, rotary
             tables, query mask) are built by its first frozen layer and reused by the
             others.
+        rotary_fn: the layer's own rotary function (``LayerSpec.rotary``), or ``None``
+            for Llama's rotate-half over the whole head.
 
     Returns:
         ``[B, S, D]``: text rows updated, visual and dummy rows unchanged.
@@ -113,39 +165,66 @@ def frozen_visual_forward(
     if hidden.device != device:
         hidden = hidden.to(device)
     b, s, _ = hidden.shape
-    key = (device, id(layout), id(stage_mask), id(position_embeddings), hidden.dtype)
+    # rotary_fn decides the tables' shape: [B, R, d] for it, [B, 1, R, d] for rotate-half
+    key = (device, id(layout), id(stage_mask), id(position_embeddings), hidden.dtype, rotary_fn)
     inputs = None if memo is None else memo.get(key)
     if inputs is None:  # once per stage: every frozen layer of the stage reads the same
-        inputs = _stage_inputs(position_embeddings, stage_mask, layout.to(device), hidden, parts)
+        layout = layout.to(device)
+        inputs = _stage_inputs(
+            position_embeddings, stage_mask, layout, hidden, parts, rotary_fn=rotary_fn
+        )
         if memo is not None:
             memo[key] = inputs
     index, row_valid, (cos, sin), (cos_q, sin_q), allowed = inputs
     q_len = index.shape[1]
 
     x = parts.input_layernorm(hidden)
-    q = parts.q_proj(x.gather(1, index)).view(b, q_len, -1, parts.head_dim)
+    q, gate = _query(parts, parts.q_proj(x.gather(1, index)))
     k = parts.k_proj(x).view(b, s, -1, parts.head_dim)
     v = parts.v_proj(x).view(b, s, -1, parts.head_dim)
     if parts.q_norm is not None:
         q = parts.q_norm(q)
     if parts.k_norm is not None:
         k = parts.k_norm(k)
-    q = _rope(q.transpose(1, 2), cos_q, sin_q)
-    k = _rope(k.transpose(1, 2), cos, sin)
+    q = _rope(q.transpose(1, 2), cos_q, sin_q, rotary_fn)
+    k = _rope(k.transpose(1, 2), cos, sin, rotary_fn)
     v = v.transpose(1, 2)
     if cache is not None:
         k, v = cache.update(k, v, layer_idx)  # type: ignore[attr-defined]
     if k.shape[-2] > allowed.shape[-1]:  # a static cache's unwritten room: never read
         allowed = F.pad(allowed, (0, k.shape[-2] - allowed.shape[-1]), value=False)
-    attn = F.scaled_dot_product_attention(
-        q, k, v, attn_mask=allowed, scale=parts.scaling, enable_gqa=True
-    )
+    attn = _attend(q, k, v, allowed, parts)
+    attn = attn.transpose(1, 2).reshape(b, q_len, -1)
+    if gate is not None:  # a gated query (Qwen3.5): the output gate, as the model applies it
+        attn = attn * torch.sigmoid(gate)
     residual = hidden.gather(1, index)
-    updated = residual + parts.o_proj(attn.transpose(1, 2).reshape(b, q_len, -1))
-    updated = updated + parts.mlp(parts.post_attention_layernorm(updated))
+    updated = residual + _sublayer_out(parts.o_proj(attn), parts.attn_output_norm)
+    mlp_out = parts.mlp(parts.post_attention_layernorm(updated))
+    updated = updated + _sublayer_out(mlp_out, parts.mlp_output_norm)
     if row_valid is not None:  # a ragged batch: padding rows keep their input
         updated = torch.where(row_valid, updated, residual)
     return hidden.scatter(1, index, updated)
+
+
+def _sublayer_out(out: Tensor, norm: torch.nn.Module | None) -> Tensor:
+    """A sublayer's output as its residual add sees it: normed in a sandwich block."""
+    return out if norm is None else norm(out)
+
+
+def _attend(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor, parts: AttentionParts) -> Tensor:
+    """``[B, H, Q, hd]`` attention of the text queries; soft-capped like the model's eager
+    attention when ``parts.softcap`` is set."""
+    if parts.softcap is None:
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=allowed, scale=parts.scaling, enable_gqa=True
+        )
+    groups = q.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+    logits = torch.matmul(q, k.transpose(2, 3)) * parts.scaling
+    logits = torch.tanh(logits / parts.softcap) * parts.softcap
+    logits = logits.masked_fill(~allowed, torch.finfo(logits.dtype).min)
+    weights = torch.softmax(logits, dim=-1, dtype=torch.float32).to(q.dtype)
+    return torch.matmul(weights, v)
 
 
 _FrozenInputs = tuple[Tensor, Tensor | None, tuple[Tensor, Tensor], tuple[Tensor, Tensor], Tensor]
@@ -157,11 +236,14 @@ def _stage_inputs(
     layout: StageLayout,
     hidden: Tensor,
     parts: AttentionParts,
+    *,
+    rotary_fn: RotaryFn | None,
 ) -> _FrozenInputs:
     """What every frozen layer of a stage shares, built once so that each layer launches
     only its own work: the text rows' gather/scatter index ``[B, Q, D]``, their validity
     ``[B, Q, 1]`` (``None`` when no sample has padding rows), the rotary tables of all rows
-    and of the query rows (``[B, 1, *, head_dim]`` in the hidden dtype) and the query mask."""
+    and of the query rows in the hidden dtype (``[B, *, rotary_dim]`` for the layer's own
+    ``rotary_fn``, ``[B, 1, *, head_dim]`` for rotate-half) and the query mask."""
     device, (b, _, d) = layout.orig_pos.device, hidden.shape
     rows, row_valid = query_rows_of(layout)
     cos, sin = (t.to(device).expand(b, -1, -1) for t in position_embeddings)
@@ -173,7 +255,8 @@ def _stage_inputs(
         parts.sliding_window,
     )
     cos_q, sin_q = gather_rows(cos, rows), gather_rows(sin, rows)
-    heads = tuple(t[:, None].to(hidden.dtype) for t in (cos, sin, cos_q, sin_q))
+    tables = (cos, sin, cos_q, sin_q)
+    heads = tuple(t.to(hidden.dtype) if rotary_fn else t[:, None].to(hidden.dtype) for t in tables)
     index = rows[..., None].expand(-1, -1, d)
     valid = None if layout.uniform_text else row_valid[..., None]
     return index, valid, (heads[0], heads[1]), (heads[2], heads[3]), allowed

@@ -141,7 +141,7 @@ class CostGate:
         min_gain = self.min_gain
         kind = device_kind(device)
         b, t = (int(n) for n in spans.mask.shape)
-        sizes = tuple(tuple(n for _, n in sample) for sample in spans.spans)
+        sizes = spans.span_sizes  # visual tokens per budget (span joiners excluded)
         key = (min_gain, kind, dtype, b, t, sizes)
         report = self._memo.get(key)
         if report is None:

@@ -260,7 +260,9 @@ def prefill_stage_mask(mask: Tensor | None, layout: StageLayout) -> Tensor | Non
         s = layout.length
         causal = torch.ones(s, s, dtype=torch.bool, device=layout.valid.device).tril()
         allowed = causal.expand(layout.valid.shape[0], 1, s, s)
-    allowed = allowed & layout.valid[:, None, None, :]
+    # no query sees a dummy column, and a dummy row sees only itself (with or without the
+    # caller's mask: its result is never read, but output_hidden_states returns it)
+    allowed = allowed & layout.valid[:, None, None, :] & layout.valid[:, None, :, None]
     eye = torch.eye(layout.length, dtype=torch.bool, device=allowed.device)
     allowed = allowed | (eye & ~layout.valid[:, None, :, None])
     result = allowed_to_mask(allowed, mask, torch.bool)

@@ -8,7 +8,7 @@ decode steps that follow. It holds only tensors and ints: no model references.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import torch
@@ -17,6 +17,7 @@ from torch import Tensor
 from halfv.interfaces import IVRPolicy, SSRPolicy
 from halfv.ops.budget import kept_count
 from halfv.ops.spans import VisualSpans
+from halfv.ops.video import BudgetGroup
 from halfv.runtime.gate import GateReport
 from halfv.runtime.layout import StageLayout, initial_layout
 
@@ -33,13 +34,18 @@ __all__ = [
 
 @dataclass(frozen=True)
 class SpanBudget:
-    """One visual span and what it keeps at each stage."""
+    """One visual span and what it keeps at each stage.
+
+    ``length`` counts the span's visual tokens; ``extent`` the positions it covers when
+    span joiners sit inside it (``None``: the same as ``length``).
+    """
 
     sample: int
     start: int
     length: int
     ivr_keep: int
     ssr_keep: int
+    extent: int | None = None
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,10 @@ class PruneStats:
         ssr_mode: the SSR action that was applied.
         kept_positions: for each pruning layer, the original prompt positions every sample
             keeps from that layer on (text and visual, increasing).
+        budget_groups: the visual tokens that shared one budget (an image, a video, or a
+            frame of one: ``PruningConfig.video_budget``), with what each kept.
+        span_sizes: visual tokens per span, per sample (smaller than the span's length
+            where span joiners sit inside it; budgets are shares of these).
         gate: what the cost gate decided: per stage, whether it ran and its predicted
             gain (:class:`halfv.runtime.gate.GateReport`); ``None`` for stats built by hand.
     """
@@ -83,6 +93,8 @@ class PruneStats:
     layers: tuple[LayerStats, ...]
     ssr_mode: str
     kept_positions: dict[int, tuple[tuple[int, ...], ...]]
+    budget_groups: tuple[BudgetGroup, ...] = ()
+    span_sizes: tuple[tuple[int, ...], ...] = ()
     gate: GateReport | None = None
 
     def kept_visual_per_layer(self, sample: int = 0) -> list[int]:
@@ -106,7 +118,9 @@ class PrefillPlan:
     stage_of: tuple[int, ...] = ()  # per decoder layer: its stage start (0: unpruned)
     moved: dict[tuple[int, torch.device], StageLayout] = field(default_factory=dict)
     decode_steps: int = 0  # decode steps served from this prefill's cache
+    prompt_keys: Tensor | None = None  # [B, T] bool: False on the prompt's padding
     stats: PruneStats | None = None  # counted once, when first read
+    groups: tuple[BudgetGroup, ...] = ()  # the budget groups (one per budget, in order)
     ssr_mode: str = "none"  # the SSR action of this call (the gate may skip the stage)
     gate: GateReport | None = None  # the cost gate's decision for this call
 
@@ -126,9 +140,18 @@ class PrefillPlan:
         """
         b, t = spans.mask.shape
         budgets = tuple(
-            SpanBudget(sample, start, n, kept_count(n, ivr_keep), kept_count(n, ssr_keep))
-            for sample, sample_spans in enumerate(spans.spans)
-            for start, n in sample_spans
+            SpanBudget(
+                sample,
+                start,
+                size,
+                kept_count(size, ivr_keep),
+                kept_count(size, ssr_keep),
+                extent=None if size == n else n,
+            )
+            for sample, (sample_spans, sizes) in enumerate(
+                zip(spans.spans, spans.span_sizes, strict=True)
+            )
+            for (start, n), size in zip(sample_spans, sizes, strict=True)
         )
         device = spans.mask.device
         if query_pos is not None:
@@ -140,9 +163,12 @@ class PrefillPlan:
             query_pos = torch.where(attention_mask.to(device).bool(), positions, -1).amax(dim=1)
         span_id = torch.full((b, t), -1, dtype=torch.long, device=device)
         for g, budget in enumerate(budgets):  # fill_: no host tensor to copy over
-            span_id[budget.sample].narrow(0, budget.start, budget.length).fill_(g)
+            span_id[budget.sample].narrow(0, budget.start, budget.extent or budget.length).fill_(g)
+        if spans.sizes is not None:  # joined spans: their joiners are not visual
+            span_id.masked_fill_(~spans.mask, -1)
         layouts = {0: initial_layout(spans.mask, real_visual=sum(g.length for g in budgets))}
-        return cls(spans, budgets, t, query_pos, span_id, layouts)
+        keys = None if attention_mask is None else attention_mask.to(device).bool()
+        return cls(spans, budgets, t, query_pos, span_id, layouts, prompt_keys=keys)
 
     def alive_counts(self, stage: Literal["ivr", "ssr"]) -> tuple[list[int], list[int]]:
         """Tokens and visual tokens per sample after a stage's prune.
@@ -251,6 +277,13 @@ class PrefillPlan:
                 for start, layout in sorted(self.layouts.items())
                 if start > 0
             },
+            budget_groups=tuple(
+                replace(group, ivr_keep=budget.ivr_keep, ssr_keep=budget.ssr_keep)
+                for group, budget in zip(self.groups, self.budgets, strict=True)
+            )
+            if self.groups
+            else (),
+            span_sizes=self.spans.span_sizes,
             gate=self.gate,
         )
 
@@ -261,10 +294,12 @@ class SkippedCall:
     call itself pays for nothing but this record)."""
 
     spans: tuple[tuple[tuple[int, int], ...], ...]
+    span_sizes: tuple[tuple[int, ...], ...]  # visual tokens per span (joiners excluded)
     batch: int
     prompt_len: int
     num_layers: int
-    gate: GateReport | None
+    gate: GateReport | None = None
+    groups: tuple[BudgetGroup, ...] = ()  # the budget groups the call would have used
     _stats: PruneStats | None = None
 
     @property
@@ -276,13 +311,18 @@ class SkippedCall:
 
 
 def unpruned_stats(call: SkippedCall) -> PruneStats:
-    """Stats of a prefill that ran unpruned: host-known counts, no device read."""
+    """Stats of a prefill that ran unpruned: host-known counts, no device read; every
+    budget group keeps all of its tokens."""
     b, t = call.batch, call.prompt_len
-    visual = tuple(sum(n for _, n in sample) for sample in call.spans)
+    visual = tuple(sum(sizes) for sizes in call.span_sizes)
     layers = tuple(
         LayerStats(idx, (t,) * b, visual, (t,) * b, False) for idx in range(call.num_layers)
     )
-    return PruneStats((t,) * b, visual, call.spans, layers, "none", {}, gate=call.gate)
+    groups = tuple(replace(g, ivr_keep=g.size, ssr_keep=g.size) for g in call.groups)
+    return PruneStats(
+        (t,) * b, visual, call.spans, layers, "none", {},
+        budget_groups=groups, span_sizes=call.span_sizes, gate=call.gate,
+    )  # fmt: skip
 
 
 def select_per_span(

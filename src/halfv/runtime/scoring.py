@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from torch import Tensor
 
-from halfv.interfaces import AttentionParts
+from halfv.interfaces import AttentionParts, RotaryFn
 from halfv.ops.relevance import last_token_relevance, relevance_from_projections
 
 if TYPE_CHECKING:
@@ -43,6 +43,10 @@ class PendingScore:
         rotary: flattened ``(cos, sin)`` or ``None``.
         scale: whether logits are scaled by ``1/sqrt(head_dim)``.
         head_group: the tensor-parallel ranks that split the layer's heads, or ``None``.
+        rotary_fn: the layer's own rotary function (``LayerSpec.rotary``), or ``None``
+            for Llama's rotate-half.
+        visible: ``[M]`` bool, the visual rows inside a sliding scoring layer's window
+            (``None`` for a full-attention layer).
     """
 
     hidden: Tensor
@@ -54,6 +58,8 @@ class PendingScore:
     rotary: tuple[Tensor, Tensor] | None
     scale: bool
     head_group: HeadGroup | None = None
+    rotary_fn: RotaryFn | None = None
+    visible: Tensor | None = None
 
     def scores(self, tapped: tuple[Tensor, Tensor] | None) -> Tensor:
         """Relevance per visual row, from the tapped projections when there are any."""
@@ -66,6 +72,8 @@ class PendingScore:
             "rotary": self.rotary,
             "scale": self.scale,
             "head_group": self.head_group,
+            "rotary_fn": self.rotary_fn,
+            "visible": self.visible,
         }
         b, s = self.hidden.shape[:2]
         if tapped is None or tapped[0].shape[:2] != (b, s):

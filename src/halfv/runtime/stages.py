@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from halfv.devices import module_device
 from halfv.errors import HalfvValueError
-from halfv.interfaces import AttentionParts, IVRPolicy, SSRPolicy
+from halfv.interfaces import AttentionParts, IVRPolicy, RotaryFn, SSRPolicy
 from halfv.ops.spans import VisualSpans, find_visual_spans, spans_from_mask
 from halfv.runtime.distributed import head_group
 from halfv.runtime.layout import gather_rows, next_layout
@@ -29,6 +29,7 @@ __all__ = [
     "gather_labels_in_place",
     "mask_2d",
     "pending_score",
+    "placeholder_mask",
     "prefill_spans",
     "prune",
     "query_positions",
@@ -48,11 +49,19 @@ def pending_score(
     *,
     rope: bool,
     scale: bool,
+    rotary_fn: RotaryFn | None = None,
+    window: int | None = None,
 ) -> PendingScore:
     """What scoring layer ``idx`` needs once its projections are tapped (RoPE on for the
-    SSR pass)."""
+    SSR pass, with the layer's own rotary function ``rotary_fn`` when it has one;
+    ``window``: the layer's sliding window, whose hidden keys score 0)."""
     layout = plan.current_layout(idx)
     rows, segment = plan.visual_rows(layout)
+    visible = None
+    if window is not None:
+        s = layout.length
+        orig = layout.orig_pos.reshape(-1)[rows]
+        visible = plan.query_pos[rows // s] - orig < window
     rotary = None
     if rope:
         b, s = hidden.shape[:2]
@@ -71,6 +80,8 @@ def pending_score(
         rotary=rotary,
         scale=scale,
         head_group=head_group(parts, idx),  # tensor parallelism: sum heads across ranks
+        rotary_fn=rotary_fn,
+        visible=visible,
     )
 
 
@@ -148,14 +159,19 @@ def prefill_spans(
     input_ids: Any,
     supplied: Tensor | None,
     kwargs: dict[str, Any],
+    *,
+    joiner_ids: Sequence[int] = (),
 ) -> tuple[VisualSpans, Tensor | None, Tensor] | None:
     """The visual spans of a prefill (from ``input_ids``, else from a visual mask the
     caller supplied), its 2-D attention mask and query positions; ``None`` when the call
-    has neither (``inputs_embeds`` alone), so its rows cannot be told apart."""
+    has neither (``inputs_embeds`` alone), so its rows cannot be told apart. Runs joined
+    by ``joiner_ids`` (the adapter's span joiners) are one span."""
     mask2d = mask_2d(kwargs)
     if isinstance(input_ids, Tensor) and input_ids.dim() == 2:
         query_pos = query_positions(input_ids.shape, mask2d, input_ids.device, logits_to_keep)
-        spans = find_visual_spans(input_ids, visual_ids, keep_positions=query_pos)
+        spans = find_visual_spans(
+            input_ids, visual_ids, keep_positions=query_pos, joiner_ids=joiner_ids
+        )
         return spans, mask2d, query_pos
     if supplied is None:
         return None
@@ -169,6 +185,33 @@ def prefill_spans(
         raise HalfvValueError(msg)
     query_pos = query_positions(shape, mask2d, supplied.device, logits_to_keep)
     return spans_from_mask(supplied.bool(), keep_positions=query_pos), mask2d, query_pos
+
+
+def placeholder_mask(
+    model: nn.Module, visual_ids: Sequence[int], kwargs: dict[str, Any]
+) -> Tensor | None:
+    """The rows of a call's ``inputs_embeds`` that equal a visual token's input embedding.
+
+    A call that passes ``inputs_embeds`` without ``input_ids`` has its image (and video)
+    features placed by transformers at exactly these rows (``get_placeholder_mask`` of
+    LLaVA, LLaVA-NeXT, Qwen2.5-VL and InternVL compares each row with the embedding of the
+    image token), so they are the visual rows as surely as the token ids would be. ``[B, T]``
+    bool, or ``None`` when no row matches (embeddings that already hold the features).
+    """
+    embeds = kwargs.get("inputs_embeds")
+    if not isinstance(embeds, Tensor) or embeds.dim() != 3 or not visual_ids:
+        return None
+    getter = getattr(model, "get_input_embeddings", None)
+    table = getter() if callable(getter) else None
+    if not isinstance(table, nn.Module):
+        return None
+    with torch.no_grad():
+        ids = torch.tensor(
+            list(visual_ids), dtype=torch.long, device=module_device(table, embeds.device)
+        )
+        rows = table(ids).to(device=embeds.device, dtype=embeds.dtype)  # [V, D]
+        mask = (embeds.detach().unsqueeze(2) == rows).all(dim=-1).any(dim=-1)  # [B, T]
+    return mask if bool(mask.any()) else None
 
 
 def mask_2d(kwargs: dict[str, Any]) -> Tensor | None:

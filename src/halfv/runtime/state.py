@@ -46,11 +46,15 @@ class CallState:
         record_outputs: the caller asked for attention weights; frozen layers then run
             their own forward and restore the visual rows, so every layer reports.
         static_cache: the call's cache is a ``StaticCache`` (pruned layers are sized).
-        decode_masks, seen_masks: decode-step mask remaps, one per stage and mask object.
+        decode_masks, seen_masks: decode-step masks, one per stage, mask object and cache
+            shape (:mod:`halfv.runtime.decode`).
+        step_mask: a decode step's 2-D attention mask, if the call passed one.
         pending: a scoring layer's inputs, kept until its projections are tapped.
         armed: the scoring layer whose ``q_proj``/``k_proj`` outputs are being kept.
         tapped: those outputs.
         backends: the SDPA backend context entered for a decode step.
+        token_inputs: the adapter's per-token inputs taken from a pruned prefill
+            (:mod:`halfv.runtime.token_inputs`).
     """
 
     mode: Literal["pass", "prefill", "decode"] = "pass"
@@ -61,12 +65,14 @@ class CallState:
     labels: Tensor | None = None
     record_outputs: bool = False
     static_cache: bool = False
-    decode_masks: dict[tuple[int, int], Tensor | None] = field(default_factory=dict)
+    decode_masks: dict[tuple[Any, ...], Tensor | None] = field(default_factory=dict)
+    step_mask: Tensor | None = None
     seen_masks: list[Any] = field(default_factory=list)
     pending: PendingScore | None = None
     armed: int | None = None
     tapped: dict[str, Tensor] = field(default_factory=dict)
     backends: AbstractContextManager[None] | None = None
+    token_inputs: Any = None
 
 
 class CallSlot(threading.local):

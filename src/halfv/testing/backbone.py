@@ -68,6 +68,14 @@ def _greedy(model: nn.Module, inputs: Mapping[str, Any], n: int) -> Tensor:
         return model.generate(**inputs, max_new_tokens=n, do_sample=False)  # type: ignore[no-any-return,operator]
 
 
+def _row_subset(adapter: BackboneAdapter, model: nn.Module, given: Sequence[int]) -> list[int]:
+    """``given``, else the adapter's linear-attention layers (``LayerSpec.kind``), which
+    the reference runs on the surviving rows (they have no attention mask to edit)."""
+    if given:
+        return list(given)
+    return [i for i, spec in enumerate(adapter.layer_specs(model)) if spec.kind == "linear"]
+
+
 def _schedule(adapter: BackboneAdapter, model: nn.Module) -> tuple[int, int]:
     """An IVR and an SSR layer inside the model: the second layer and two thirds down."""
     n = adapter.num_layers(model)
@@ -129,7 +137,7 @@ def check_pruned_prefill(
         layers=ada.decoder_layers(model),
         visual_ids=ada.visual_token_ids(model),
         frozen_from=frozen_from,
-        row_subset_layers=row_subset_layers,
+        row_subset_layers=_row_subset(ada, model, row_subset_layers),
     )
     expected = ref.logits[:, -1]
     if not torch.allclose(logits, expected, atol=atol, rtol=atol):
@@ -148,6 +156,7 @@ def check_relevance_follows_attention(
     *,
     adapter: BackboneAdapter | None = None,
     ssr_keep: float = 0.25,
+    row_subset_layers: Sequence[int] = (),
 ) -> None:
     """Under eager attention, SSR ``prune`` keeps the model's own top-attended tokens.
 
@@ -178,6 +187,7 @@ def check_relevance_follows_attention(
         layers=ada.decoder_layers(model),
         visual_ids=ada.visual_token_ids(model),
         attention_layers=(ssr - 1,),
+        row_subset_layers=_row_subset(ada, model, row_subset_layers),
     )
     ids: Tensor = inputs["input_ids"]
     visual = torch.isin(ids, torch.tensor(ada.visual_token_ids(model)))
@@ -185,7 +195,7 @@ def check_relevance_follows_attention(
     for b, positions in enumerate(stats.kept_positions[ivr]):
         candidates[b, list(positions)] = True
     expected = attention_topk(
-        ref.query_attention[ssr - 1], candidates & visual, stats.spans, ssr_keep
+        ref.query_attention[ssr - 1], candidates & visual, stats.spans, ssr_keep, stats.span_sizes
     )
     for b, positions in enumerate(stats.kept_positions[ssr]):
         got = [p for p in positions if bool(visual[b, p])]
@@ -205,6 +215,7 @@ def check_cached_decode(
     adapter: BackboneAdapter | None = None,
     new_tokens: int = 3,
     atol: float = 1e-4,
+    row_subset_layers: Sequence[int] = (),
 ) -> None:
     """Logits of each cached decode step equal a from-scratch recompute of the grown
     prompt: :func:`masked_reference` with the prefill's kept positions (the generated
@@ -223,7 +234,7 @@ def check_cached_decode(
     assert stats is not None, "halfv did not prune this prompt"
     frozen_from = config.ssr_layer if stats.ssr_mode == "freeze" else None
     for step in range(1, new_tokens):
-        grown = _extend(inputs, out.sequences[:, prompt_len : prompt_len + step])
+        grown = _extend(inputs, out.sequences[:, prompt_len : prompt_len + step], model)
         kept = {
             layer: [(*p, *range(prompt_len, prompt_len + step)) for p in per_sample]
             for layer, per_sample in stats.kept_positions.items()
@@ -235,6 +246,7 @@ def check_cached_decode(
             layers=ada.decoder_layers(model),
             visual_ids=ada.visual_token_ids(model),
             frozen_from=frozen_from,
+            row_subset_layers=_row_subset(ada, model, row_subset_layers),
         ).logits[:, -1]
         if not torch.allclose(out.logits[step], ref, atol=atol, rtol=atol):
             diff = float((out.logits[step] - ref).abs().max())
@@ -242,8 +254,16 @@ def check_cached_decode(
             raise AssertionError(msg)
 
 
-def _extend(inputs: Mapping[str, Any], tokens: Tensor) -> dict[str, Any]:
-    """``inputs`` with ``tokens`` appended (text: zero token types, ones in the mask)."""
+def _extend(
+    inputs: Mapping[str, Any], tokens: Tensor, model: nn.Module | None = None
+) -> dict[str, Any]:
+    """``inputs`` with ``tokens`` appended (text: zero token types, ones in the mask).
+
+    ``token_type_ids`` grow as ``generate`` grows them, by the model's own
+    ``_update_model_kwargs_for_generation`` one token at a time when it has one:
+    PaliGemma marks generated tokens 1 (the causal suffix; 0 would put them in the
+    bidirectional prefix), the generic rule repeats the last prompt value.
+    """
     out = dict(inputs)
     out["input_ids"] = torch.cat([inputs["input_ids"], tokens], dim=1)
     for key in ("attention_mask", "mm_token_type_ids", "token_type_ids"):
@@ -251,6 +271,12 @@ def _extend(inputs: Mapping[str, Any], tokens: Tensor) -> dict[str, Any]:
             value = inputs[key]
             fill = torch.ones_like(tokens) if key == "attention_mask" else torch.zeros_like(tokens)
             out[key] = torch.cat([value, fill.to(value.dtype)], dim=1)
+    update = getattr(model, "_update_model_kwargs_for_generation", None)
+    if callable(update) and isinstance(inputs.get("token_type_ids"), Tensor):
+        grown = {"token_type_ids": inputs["token_type_ids"]}
+        for _ in range(tokens.shape[1]):
+            grown = update({}, grown, num_new_tokens=1)
+        out["token_type_ids"] = grown["token_type_ids"]
     return out
 
 
@@ -279,7 +305,11 @@ def check_backbone(
         check_pruned_prefill(
             model, inputs, config, adapter=adapter, atol=atol, row_subset_layers=row_subset_layers
         )
-        check_cached_decode(model, inputs, config, adapter=adapter, atol=atol)
+        check_cached_decode(
+            model, inputs, config, adapter=adapter, atol=atol, row_subset_layers=row_subset_layers
+        )
     attn = getattr(getattr(model, "config", None), "_attn_implementation", None)
     if attn == "eager" and "prune" in modes:
-        check_relevance_follows_attention(model, inputs, adapter=adapter)
+        check_relevance_follows_attention(
+            model, inputs, adapter=adapter, row_subset_layers=row_subset_layers
+        )

@@ -246,7 +246,11 @@ def _rows_of(value: Any, b: int, rows: Tensor, length: int) -> Any:
 
 
 def attention_topk(
-    attention: Tensor, candidates: Tensor, spans: Sequence[Sequence[tuple[int, int]]], keep: float
+    attention: Tensor,
+    candidates: Tensor,
+    spans: Sequence[Sequence[tuple[int, int]]],
+    keep: float,
+    sizes: Sequence[Sequence[int]] = (),
 ) -> list[list[int]]:
     """The top-attended candidates of each visual span, by the model's own attention.
 
@@ -255,6 +259,9 @@ def attention_topk(
         candidates: bool ``[B, T]``, the visual positions still present at that layer.
         spans: per sample, ``(start, length)`` of each visual span in the prompt.
         keep: the stage's keep ratio of each span's *original* length.
+        sizes: per sample, the visual tokens of each span when span joiners sit inside
+            spans (``PruneStats.span_sizes``);
+            empty: each span's length.
 
     Returns:
         Per sample, the kept visual positions, increasing. halfv's relevance is the mean
@@ -266,12 +273,13 @@ def attention_topk(
     kept: list[list[int]] = []
     for b, sample_spans in enumerate(spans):
         chosen: list[int] = []
-        for start, n in sample_spans:
+        for g, (start, n) in enumerate(sample_spans):
+            size = sizes[b][g] if sizes else n
             cols = [p for p in range(start, start + n) if bool(candidates[b, p])]
             probs = attention[b][:, cols]
             probs = probs / probs.sum(dim=-1, keepdim=True)
             score = probs.mean(dim=0)
-            budget = min(kept_count(n, keep), len(cols))
+            budget = min(kept_count(size, keep), len(cols))
             order = sorted(range(len(cols)), key=lambda i: (-float(score[i]), i))[:budget]
             chosen.extend(cols[i] for i in order)
         kept.append(sorted(chosen))

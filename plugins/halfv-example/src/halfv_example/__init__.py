@@ -1,16 +1,16 @@
-"""halfv-example: a separately installed halfv plugin adding a Qwen2-VL adapter.
+"""halfv-example: a separately installed halfv plugin adding a VipLLaVA adapter.
 
-halfv loads :mod:`halfv_example.plugin` through the ``qwen2-vl`` entry point of the
+halfv loads :mod:`halfv_example.plugin` through the ``vipllava`` entry point of the
 ``halfv`` group (see this package's ``pyproject.toml``); nothing needs importing by hand::
 
     import halfv
 
-    with halfv.apply(qwen2_vl_model) as handle:  # Qwen2VLForConditionalGeneration
+    with halfv.apply(vipllava_model) as handle:  # VipLlavaForConditionalGeneration
         model.generate(**inputs, max_new_tokens=32)
 """
 
 from __future__ import annotations
 
-from halfv_example.plugin import Qwen2VLAdapter
+from halfv_example.plugin import VipLlavaAdapter
 
-__all__ = ["Qwen2VLAdapter"]
+__all__ = ["VipLlavaAdapter"]
