@@ -54,6 +54,11 @@ __all__ = ["DOCS_END", "DOCS_START", "METRICS", "MODELS", "main", "markdown"]
 
 MODELS = ("qwen2.5-vl-7b", "llava-1.5-7b")
 METRICS = ("ttft_ms", "e2e_short_ms", "e2e_long_ms", "throughput")
+#: ``--metrics`` may also ask for the language-side prefill alone (no pixels, no generate)
+ALL_METRICS = (*METRICS, "prefill_ms")
+#: ``--methods``: ``halfv`` is ``halfv.apply(model)`` (the cost gate on, min_gain 0.05);
+#: ``halfv-ungated`` the same schedule with ``min_gain=None`` (every call prunes)
+METHODS = ("halfv", "halfv-ungated")
 DOCS_START, DOCS_END = "<!-- user-view:start -->", "<!-- user-view:end -->"
 #: what --cpu-smoke overrides: tiny models, one token count, batch 1 and 2, short answers
 SMOKE: dict[str, Any] = {
@@ -84,7 +89,7 @@ def configs(model: Any, args: argparse.Namespace) -> list[tuple[str, str]]:
     visions = ["stock"]
     if args.fast_vision and model.config.model_type == "qwen2_5_vl":
         visions.append("fast")
-    return [(m, v) for v in visions for m in ("unpruned", "halfv")]
+    return [(m, v) for v in visions for m in ("unpruned", *args.methods)]
 
 
 @contextmanager
@@ -95,11 +100,17 @@ def attached(model: Any, method: str, vision: str, run: Run) -> Iterator[None]:
         handle = stack.enter_context(fast_vision(model)) if vision == "fast" else None
         if method == "halfv":
             stack.enter_context(halfv.apply(model))
+        elif method == "halfv-ungated":
+            stack.enter_context(halfv.apply(model, {**_default(model), "min_gain": None}))
         yield
         if handle is not None:
             run.backends |= handle.backends_used
             if handle.varlen_error:
                 run.data["meta"]["varlen_error"] = handle.varlen_error
+
+
+def _default(model: Any) -> dict[str, Any]:
+    return dict(halfv.get_adapter_for(model).default_config(model).model_dump())
 
 
 def label(method: str, vision: str) -> str:
@@ -189,6 +200,9 @@ def measure(
     pairs = configs(model, run.args)
     samples: dict[tuple[str, str], list[float]] = {p: [] for p in pairs}
     call, warm_call = generate_fn(model, inputs, new), generate_fn(model, inputs, warm_new)
+    if metric == "prefill_ms":  # the language side alone: ids and mask, no pixels
+        lm = {k: inputs[k] for k in ("input_ids", "attention_mask")}
+        call = warm_call = lambda: model(**lm, logits_to_keep=1)
     failed: dict[tuple[str, str], str] = {}
     for r in range(warmup + repeats):
         if r > warmup and run.over_budget(grace=run.args.grace_s):
@@ -200,7 +214,8 @@ def measure(
             try:
                 with attached(model, *pair, run):
                     ms, out = run.timed(fn)
-                check_length(out, inputs, want)
+                if metric != "prefill_ms":
+                    check_length(out, inputs, want)
                 del out
             except Exception as exc:  # noqa: BLE001 -- record it, go on with the others
                 oom = isinstance(exc, torch.cuda.OutOfMemoryError)
@@ -276,13 +291,14 @@ def cell(run: Run, key: str, model: Any, nominal: int, batch: int) -> None:
     length = int(prompt["full"]["input_ids"].shape[1])
     row = {"model": key, "tokens": prompt["visual"], "nominal": nominal, "batch": batch}
     row["prompt"] = length
-    plan = [("ttft_ms", 1, args.repeats)]
+    plan = [("ttft_ms", 1, args.repeats), ("prefill_ms", 0, args.repeats)]
     if batch == 1:
         plan += [("e2e_short_ms", args.short, args.repeats)]
         plan += [("e2e_long_ms", args.long, args.decode_repeats)]
     else:
         plan += [("throughput", args.throughput_tokens, args.decode_repeats)]
-    longest = max(new for _, new, _ in plan)
+    plan = [p for p in plan if p[0] in args.metrics]
+    longest = max((new for _, new, _ in plan), default=0)
     for i, (metric, new, repeats) in enumerate(plan):
         if run.over_budget():
             skip(run, model, row, metric, new)
@@ -351,15 +367,18 @@ def markdown(data: dict[str, Any]) -> str:
         return float(rec["tokens_per_s"] if metric == "throughput" else rec["median_ms"])
 
     head = ["visual N", "batch", "vision"]
-    for name in ("TTFT ms", f"e2e {meta['short']} tok ms", f"e2e {meta['long']} tok ms",
-                 f"tokens/s ({meta['throughput_tokens']} new)"):  # fmt: skip
-        head += [f"{name} unpruned", "halfv", "x"]
+    names = {"ttft_ms": "TTFT ms", "e2e_short_ms": f"e2e {meta['short']} tok ms",
+             "e2e_long_ms": f"e2e {meta['long']} tok ms", "prefill_ms": "prefill ms",
+             "throughput": f"tokens/s ({meta['throughput_tokens']} new)"}  # fmt: skip
+    metrics = [m for m in ALL_METRICS if any(k[4] == m for k in got)]
+    for metric in metrics:
+        head += [f"{names[metric]} unpruned", "halfv", "x"]
     out: list[str] = []
     for model in dict.fromkeys(k[0] for k in rows):
         out += [f"**{model}**", "", "| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
         for key in [k for k in rows if k[0] == model]:
             cells = [str(key[1]), str(key[2]), key[3]]
-            for metric in METRICS:
+            for metric in metrics:
                 u, h = value(key, metric, "unpruned"), value(key, metric, "halfv")
                 ratio = None
                 if u is not None and h is not None:
@@ -403,6 +422,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--batch-max-tokens", type=int, default=1024,
         help="batches > 1 only up to this nominal N (time budget)")  # fmt: skip
     add("--fast-vision", action="store_true", help="also measure with halfv.accel.fast_vision")
+    add("--metrics", nargs="+", choices=ALL_METRICS, default=list(METRICS),
+        help="what to time (prefill_ms: the language side alone)")  # fmt: skip
+    add("--methods", nargs="+", choices=METHODS, default=["halfv"],
+        help="pruned sides besides unpruned (halfv-ungated: min_gain=None)")  # fmt: skip
     add("--short", type=int, default=8, help="new tokens of the short answer")
     add("--long", type=int, default=128, help="new tokens of the long answer")
     add("--throughput-tokens", type=int, default=64, help="new tokens per sample at batch > 1")

@@ -8,6 +8,9 @@ Hypothesis profiles (pick one with ``HALFV_HYPOTHESIS_PROFILE``, default ``dev``
   reproduced and never flips at random (``dev`` keeps searching new examples locally;
   a counter-example it finds gets pinned with ``@example``). Used by ``.ci/run``.
 
+``HALFV_MIN_GAIN=off`` is set for the whole run (the per-call cost gate never skips a
+stage), so every test prunes whatever its config says; tests of the gate unset it.
+
 Markers: ``gpu`` tests are skipped when CUDA is unavailable; ``plugin`` tests are skipped
 when the example plugin (``./plugins/halfv-example``) is not installed; ``lmms_eval`` tests
 are skipped when the lmms-eval plugin (``./integrations/halfv-lmms-eval``) is not installed.
@@ -24,6 +27,10 @@ import torch
 from hypothesis import HealthCheck, settings
 
 TORCH_THREADS = 2
+
+# The cost gate (PruningConfig.min_gain) would run the tiny test models unpruned (their
+# stages cannot pay on a CPU); exactness tests must prune. Gate tests unset it themselves.
+os.environ["HALFV_MIN_GAIN"] = "off"
 EXAMPLE_PLUGIN_DIST = "halfv-example"
 LMMS_EVAL_PLUGIN_DIST = "halfv-lmms-eval"
 

@@ -7,6 +7,7 @@ benchmark-script loader (``tests/benchmark_scripts.py``), so ``tests/`` is put o
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -15,6 +16,9 @@ import torch
 
 CORE_TESTS = Path(__file__).resolve().parents[2] / "tests"
 TORCH_THREADS = 2
+
+# As in tests/conftest.py: the per-call cost gate never skips a stage in the tests.
+os.environ["HALFV_MIN_GAIN"] = "off"
 
 if str(CORE_TESTS) not in sys.path:
     sys.path.insert(0, str(CORE_TESTS))

@@ -19,14 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from halfv.errors import (
     ConfigError,
@@ -184,6 +177,15 @@ class PruningConfig(BaseModel):
     estimator: str = Field("tme", min_length=1, description="Registered entropy estimator name.")
     estimator_options: dict[str, Any] = Field(
         default_factory=dict, description="Options passed to the entropy estimator."
+    )
+    min_gain: float | None = Field(
+        0.05,
+        ge=0.0,
+        lt=1.0,
+        description="Skip a stage on a call where the cost model predicts it saves less than "
+        "this fraction of the prefill time it is added to, net of its own cost (e.g. one small "
+        "image on a GPU); None never skips. The environment variable HALFV_MIN_GAIN=off|<fraction> "
+        "overrides it. See docs/speed.md, 'Cost model'.",
     )
     video_budget: Literal["per_video", "per_frame"] = Field(
         "per_video",

@@ -31,6 +31,7 @@ from halfv.interfaces import (
     SaturationReport,
     SSRPolicy,
 )
+from halfv.ops.cost import CostModel
 from halfv.plugins import get_adapter_for, get_ivr_policy, get_ssr_policy
 from halfv.runtime import PruningRuntime, find_runtime
 from halfv.runtime.plan import PruneStats
@@ -84,6 +85,8 @@ class Pipeline:
         self,
         model: nn.Module,
         calibration_inputs: Sequence[Mapping[str, Any]] | None = None,
+        *,
+        cost_model: CostModel | str | Path | None = None,
     ) -> PruningHandle:
         """Install the schedule on ``model`` and return its handle.
 
@@ -91,6 +94,9 @@ class Pipeline:
             model: a transformers model the adapter understands.
             calibration_inputs: processor outputs for the saturation detector; required
                 when ``config.ssr_mode == 'auto'``.
+            cost_model: the cost model the per-call gate asks (``config.min_gain``): a
+                :class:`~halfv.ops.cost.CostModel` or the path of a calibration file;
+                ``None`` for the calibration shipped with halfv.
         """
         if find_runtime(model) is not None:
             msg = (
@@ -119,6 +125,7 @@ class Pipeline:
             ivr_policy=self.ivr_policy,
             ssr_policy=ssr_policy,
             ssr_mode=ssr_policy.mode,
+            cost_model=resolve_cost_model(cost_model),
         )
         handle = PruningHandle(self, runtime, report)
         runtime.handle = handle
@@ -184,13 +191,16 @@ class PruningHandle:
         runtime = self._runtime
         cfg = self.config
         visual = stats.visual_tokens[sample]
+        ivr_ran = stats.gate is None or "ivr" not in stats.gate.skipped
         relevance: dict[int, int] = {}
-        if runtime.ivr_policy.needs_scores:
+        if ivr_ran and runtime.ivr_policy.needs_scores:
             relevance[cfg.ivr_layer - 1] = visual
-        if runtime.ssr_mode == "prune" and runtime.ssr_policy.needs_scores and cfg.ssr_layer:
+        if stats.ssr_mode == "prune" and runtime.ssr_policy.needs_scores and cfg.ssr_layer:
             relevance[cfg.ssr_layer - 1] = stats.layers[cfg.ssr_layer - 1].visual[sample]
         kept = stats.layers[cfg.ivr_layer].visual[sample]
-        selection = {cfg.ivr_layer: visual * kept} if runtime.ivr_policy.needs_features else {}
+        selection = (
+            {cfg.ivr_layer: visual * kept} if ivr_ran and runtime.ivr_policy.needs_features else {}
+        )
         return flops_from_token_counts(
             ModelDims.from_config(runtime.model.config),
             [layer.query_rows[sample] for layer in stats.layers],
@@ -287,6 +297,23 @@ class PruningHandle:
         return f"PruningHandle({self.pipeline.adapter.name}, {state}, config={self.config!r})"
 
 
+_DEFAULT_COST_MODEL: list[CostModel] = []
+
+
+def resolve_cost_model(cost_model: object) -> CostModel:
+    """A :class:`CostModel` from what ``apply`` accepts (``None``: the shipped one, read once)."""
+    if isinstance(cost_model, CostModel):
+        return cost_model
+    if isinstance(cost_model, str | Path):
+        return CostModel.load(cost_model)
+    if cost_model is not None:
+        msg = f"cost_model={cost_model!r} is not a CostModel or a calibration file path"
+        raise ConfigError(msg)
+    if not _DEFAULT_COST_MODEL:
+        _DEFAULT_COST_MODEL.append(CostModel.default())
+    return _DEFAULT_COST_MODEL[0]
+
+
 def handle_of(model: nn.Module) -> PruningHandle | None:
     """The handle of the schedule applied to ``model``, or ``None``.
 
@@ -306,6 +333,7 @@ def apply(
     *,
     adapter: BackboneAdapter | None = None,
     calibration_inputs: Sequence[Mapping[str, Any]] | None = None,
+    cost_model: CostModel | str | Path | None = None,
 ) -> PruningHandle:
     """Prune the visual tokens of ``model`` during prefill, per ``config``.
 
@@ -317,6 +345,9 @@ def apply(
             ``.toml`` file, or ``None`` for the adapter's default schedule for this backbone.
         adapter: use this adapter instead of looking one up by ``config.model_type``.
         calibration_inputs: processor outputs for ``ssr_mode='auto'``.
+        cost_model: what the per-call gate asks whether a stage pays (see
+            ``config.min_gain``): a :class:`~halfv.ops.cost.CostModel` or a calibration
+            file; ``None`` for the one shipped with halfv.
 
     Returns:
         A :class:`PruningHandle` (a context manager).
@@ -332,4 +363,6 @@ def apply(
     adapter = adapter or get_adapter_for(model)
     resolved = adapter.default_config(model) if parsed is None else parsed
     resolved.check_depth(adapter.num_layers(model))
-    return Pipeline.from_config(resolved, adapter).attach(model, calibration_inputs)
+    return Pipeline.from_config(resolved, adapter).attach(
+        model, calibration_inputs, cost_model=cost_model
+    )

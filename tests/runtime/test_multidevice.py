@@ -1,9 +1,9 @@
 """halfv on models dispatched through accelerate hooks (``device_map``), CPU and CUDA.
 
 ``accelerate.dispatch_model`` wraps every decoder layer's ``forward`` in an
-``AlignDevicesHook`` that moves inputs to the layer's device. halfv's kwargs pre-hooks run
-before that wrapper and its ``freeze`` override wraps it, so a dispatched model must give
-the same result as the same weights without hooks. On the CPU every part stays on "cpu"
+``AlignDevicesHook`` that moves inputs to the layer's device. halfv's instance ``forward``
+of each layer (stage inputs, the ``freeze`` path) wraps that wrapper, so a dispatched model
+must give the same result as the same weights without hooks. On the CPU every part stays on "cpu"
 but the hooks are forced in (``force_hooks=True``); the ``gpu`` test splits the decoder
 between ``cuda:0`` and the CPU.
 """

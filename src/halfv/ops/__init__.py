@@ -8,4 +8,5 @@
 * :mod:`halfv.ops.spans`: where the visual tokens of a sequence are.
 * :mod:`halfv.ops.relevance`: last-token relevance of visual tokens, without eager attention.
 * :mod:`halfv.ops.host_ops`: counting the aten ops and host reads a piece of code dispatches.
+* :mod:`halfv.ops.cost`: the cost model that tells whether a pruning stage pays on a call.
 """

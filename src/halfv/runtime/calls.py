@@ -24,7 +24,8 @@ from halfv.errors import UnsupportedModelError
 from halfv.interfaces import BackboneAdapter
 from halfv.ops.spans import VisualSpans
 from halfv.runtime.caches import check_cache, is_static_cache, reset_static_layers
-from halfv.runtime.plan import PrefillPlan
+from halfv.runtime.gate import CostGate
+from halfv.runtime.plan import PrefillPlan, SkippedCall
 from halfv.runtime.sdpa_backends import decode_backends_without_cudnn
 from halfv.runtime.stages import gather_labels_in_place, placeholder_mask, prefill_spans
 from halfv.runtime.state import CallSlot, CallState, PlanStore
@@ -68,6 +69,8 @@ class CallLifecycle:
     _slot: CallSlot
     _plans: PlanStore
     _last_plan: PrefillPlan | None
+    _last_skip: SkippedCall | None
+    gate: CostGate
     _stats_lock: threading.Lock
     _warned_embeds: bool
 
@@ -156,9 +159,18 @@ class CallLifecycle:
             self.adapter, self.model, spans, input_ids, kwargs, mode=self.config.video_budget
         )
         self.check_attention()
-        ssr_keep = self.config.ssr_keep if self.ssr_mode == "prune" else 1.0
+        gate = self.gate.decide(spans, spans.mask.device, self._dtype())
+        stages = {s.stage: s.ran for s in gate.stages}
+        if not stages["ivr"]:  # the cost model says pruning cannot pay: run unpruned
+            b, t = spans.mask.shape
+            skipped = SkippedCall(spans.spans, spans.span_sizes, int(b), int(t), len(self.layers))
+            skipped.gate, skipped.groups = gate, groups
+            self._record_skip(skipped)
+            return
+        ssr_mode = self.ssr_mode if stages.get("ssr", False) else "none"
+        ssr_keep = self.config.ssr_keep if ssr_mode == "prune" else 1.0
         plan = PrefillPlan.build(spans, mask2d, self.config.ivr_keep, ssr_keep, query_pos=query_pos)
-        plan.groups = groups
+        plan.groups, plan.ssr_mode, plan.gate = groups, ssr_mode, gate
         check_router_logits(plan, kwargs)
         call.mode = "prefill"
         call.cache = cache
@@ -195,6 +207,18 @@ class CallLifecycle:
                 stacklevel=5,
             )
         return found
+
+    def _dtype(self) -> Any:
+        """The decoder's compute dtype (its last layer's first parameter; read per call, so
+        a ``model.to(dtype)`` after ``apply`` is seen)."""
+        param = next(self.layers[-1].parameters(), None)
+        return param.dtype if param is not None else None
+
+    def _record_skip(self, skipped: SkippedCall) -> None:
+        """Keep the record of a call the gate ran unpruned (``handle.stats``)."""
+        self._slot.last_plan, self._slot.last_skip = None, skipped
+        with self._stats_lock:
+            self._last_plan, self._last_skip = None, skipped
 
     def _start_decode(self, call: CallState, plan: PrefillPlan, cache: Any, kwargs: Any) -> None:
         call.mode, call.plan, call.cache = "decode", plan, cache
@@ -239,8 +263,8 @@ class CallLifecycle:
             _ = layout.valid_cols, layout.dummy_cols  # built now, not inside a traced step
         if call.labels is not None:
             gather_labels_in_place(call.labels, plan)
-        self._slot.last_plan = plan
+        self._slot.last_plan, self._slot.last_skip = plan, None
         with self._stats_lock:
-            self._last_plan = plan
+            self._last_plan, self._last_skip = plan, None
         if call.cache is not None:
             self._plans.put(call.cache, plan)

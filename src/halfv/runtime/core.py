@@ -6,14 +6,16 @@ Nothing here swaps classes or edits weights. :class:`PruningRuntime` installs
   when it is not the entry module), which read ``logits_to_keep`` and ``labels``;
 * the same pair on the adapter's *entry module* (the module that receives
   ``input_ids``), which decide what the call is (prefill, decode, pass-through);
-* a kwargs pre-hook on every decoder layer from the one before the IVR layer on (earlier
-  layers see the whole prompt and need nothing), which scores, selects and gathers at the
-  pruning layers and hands every later layer the stage's rotary tables, position ids and
-  masks (gathered at the survivors' *original* positions);
+* an instance-level ``forward`` on every decoder layer from the one before the IVR layer
+  on (earlier layers see the whole prompt and carry nothing; no module hook, so each layer
+  keeps ``nn.Module``'s fast call path), which scores, selects and gathers at the pruning
+  layers and hands every later layer the stage's rotary tables, position ids and masks
+  (gathered at the survivors' *original* positions), then calls the layer's previous
+  ``forward``;
 * forward hooks on the scoring layers' ``q_proj``/``k_proj`` (their outputs are the
   relevance inputs, :mod:`halfv.runtime.scoring`);
-* for ``ssr_mode="freeze"``, an instance-level ``forward`` on each frozen layer that falls
-  back to the original forward outside a pruned prefill.
+* for ``ssr_mode="freeze"``, the same ``forward`` of each frozen layer runs the frozen
+  path (:mod:`halfv.runtime.freeze`) in a pruned prefill and the previous one elsewhere.
 
 Every hook is a small object holding the runtime (no closures), so ``copy.deepcopy`` and
 pickling of an applied model give a model whose hooks belong to the copy. Per-call state
@@ -42,6 +44,7 @@ from halfv._compat import cache_from_kwargs
 from halfv.config import PruningConfig
 from halfv.errors import HalfvTypeError
 from halfv.interfaces import AttentionParts, BackboneAdapter, IVRPolicy, LayerSpec, SSRPolicy
+from halfv.ops.cost import CostModel, Schedule
 from halfv.runtime.caches import (
     check_cache,
     is_static_cache,
@@ -51,18 +54,18 @@ from halfv.runtime.calls import SUPPORTED_ATTENTION, CallLifecycle
 from halfv.runtime.decode import compiled_decode_layer, decode_layer
 from halfv.runtime.distributed import check_tensor_parallel
 from halfv.runtime.freeze import check_blocks, frozen_visual_forward
+from halfv.runtime.gate import CostGate, dims_of
 from halfv.runtime.hooks import (
     EntryEnter,
     EntryExit,
-    FrozenForward,
-    LayerEnter,
+    LayerForward,
     OuterEnter,
     OuterExit,
     Tap,
     find_runtime,
 )
 from halfv.runtime.layer_kinds import check_layer_kinds
-from halfv.runtime.plan import PrefillPlan, PruneStats
+from halfv.runtime.plan import PrefillPlan, PruneStats, SkippedCall
 from halfv.runtime.stage_inputs import hidden_of, stage_kwargs, with_hidden
 from halfv.runtime.stages import (
     pending_score,
@@ -89,6 +92,7 @@ class PruningRuntime(CallLifecycle):
         ivr_policy: IVRPolicy,
         ssr_policy: SSRPolicy,
         ssr_mode: ResolvedSSR,
+        cost_model: CostModel | None = None,
     ) -> None:
         self.model = model
         self.adapter = adapter
@@ -131,6 +135,16 @@ class PruningRuntime(CallLifecycle):
         self.plan_key = f"{id(self):x}"
         self.scoring_layers = self._scoring_layers()
         check_layer_kinds(config, self.specs, self.scoring_layers)
+        schedule = Schedule(
+            config.ivr_layer,
+            config.ssr_layer,
+            self.ssr_mode,
+            ivr_scores=ivr_policy.needs_scores,
+            ivr_features=ivr_policy.needs_features,
+            ssr_scores=ssr_policy.needs_scores,
+        )
+        #: decides per call which stages run (halfv.runtime.gate)
+        self.gate = CostGate(config, schedule, dims_of(model), cost_model)
         check_tensor_parallel((i, self.parts[i]) for i in self.scoring_layers)
         self._handles: list[RemovableHandle] = []
         self._overrides: list[tuple[nn.Module, Any]] = []
@@ -141,6 +155,7 @@ class PruningRuntime(CallLifecycle):
         self._slot = CallSlot()
         self._plans = PlanStore(self.plan_key)
         self._last_plan: PrefillPlan | None = None
+        self._last_skip: SkippedCall | None = None
         self._stats_lock = threading.Lock()
         self._warned_embeds = False
 
@@ -150,7 +165,7 @@ class PruningRuntime(CallLifecycle):
         per-call state (plans of the original's caches stay with the original)."""
         new = type(self).__new__(type(self))
         memo[id(self)] = new
-        skip = {"_slot", "_plans", "_last_plan", "_stats_lock"}
+        skip = {"_slot", "_plans", "_last_plan", "_last_skip", "_stats_lock"}
         for key, value in self.__dict__.items():
             if key not in skip:
                 setattr(new, key, copy.deepcopy(value, memo))
@@ -159,7 +174,7 @@ class PruningRuntime(CallLifecycle):
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        for key in ("_slot", "_plans", "_last_plan", "_stats_lock"):
+        for key in ("_slot", "_plans", "_last_plan", "_last_skip", "_stats_lock"):
             state.pop(key, None)
         return state
 
@@ -190,14 +205,14 @@ class PruningRuntime(CallLifecycle):
             for name, module in (("q", parts.q_proj), ("k", parts.k_proj)):
                 self._handles.append(module.register_forward_hook(Tap(self, idx, name)))
         first = self.config.ivr_layer - 1  # the IVR scoring layer: nothing happens before it
+        frozen_from = self.config.ssr_layer if self.ssr_mode == "freeze" else None
         for idx, layer in enumerate(self.layers):
-            if idx >= first:
-                hook = LayerEnter(self, idx)
-                self._handles.append(layer.register_forward_pre_hook(hook, with_kwargs=True))
-            if self.ssr_mode == "freeze" and idx >= (self.config.ssr_layer or 0):
-                previous = layer.__dict__.get("forward")  # e.g. an accelerate device hook
-                layer.forward = FrozenForward(self, idx, layer.forward)
-                self._overrides.append((layer, previous))
+            if idx < first:
+                continue
+            previous = layer.__dict__.get("forward")  # e.g. an accelerate device hook
+            frozen = frozen_from is not None and idx >= frozen_from
+            layer.forward = LayerForward(self, idx, layer.forward, frozen)
+            self._overrides.append((layer, previous))
         self._install_token_inputs()
 
     def _install_token_inputs(self) -> None:
@@ -274,7 +289,7 @@ class PruningRuntime(CallLifecycle):
             hidden = prune(
                 plan, idx, hidden, self.ivr_policy, stage="ivr", final_norm=self.final_norm
             )
-        if self.ssr_mode == "prune" and idx == cfg.ssr_layer:
+        if plan.ssr_mode == "prune" and idx == cfg.ssr_layer:
             hidden = prune(
                 plan, idx, hidden, self.ssr_policy, stage="ssr", final_norm=self.final_norm
             )
@@ -284,7 +299,7 @@ class PruningRuntime(CallLifecycle):
             removed = plan.prompt_len - plan.layouts[stage].length
             if removed > 0 and call.static_cache:
                 size_static_layer(call.cache, self.cache_index[idx], removed)
-        if idx in self.scoring_layers:
+        if idx in self.scoring_layers and (idx + 1 == cfg.ivr_layer or plan.ssr_mode == "prune"):
             call.pending = pending_score(
                 plan,
                 idx,
@@ -329,6 +344,8 @@ class PruningRuntime(CallLifecycle):
         call = self._slot.call
         if call is None or call.mode != "prefill" or call.plan is None:
             return original(*args, **kwargs)
+        if call.plan.ssr_mode != "freeze":  # the gate skipped this call's SSR stage
+            return original(*args, **kwargs)
         layout = call.plan.layout_at(idx)
         if layout is None:
             return original(*args, **kwargs)
@@ -359,10 +376,11 @@ class PruningRuntime(CallLifecycle):
     # ------------------------------------------------------------------ stats
     @property
     def last_plan(self) -> PrefillPlan | None:
-        """This thread's last pruned prefill, else the last one of any thread."""
-        mine = self._slot.last_plan
-        if mine is not None:
-            return mine
+        """This thread's last pruned prefill, else the last one of any thread (``None``
+        when that call's stages were all skipped by the gate)."""
+        slot = self._slot
+        if slot.last_plan is not None or slot.last_skip is not None:
+            return slot.last_plan
         with self._stats_lock:
             return self._last_plan
 
@@ -371,10 +389,16 @@ class PruningRuntime(CallLifecycle):
         never waits on the host syncs that counting takes."""
         if plan is None:
             return None
-        frozen_from = self.config.ssr_layer if self.ssr_mode == "freeze" else None
-        return plan.cached_stats(len(self.layers), self.ssr_mode, frozen_from)
+        frozen_from = self.config.ssr_layer if plan.ssr_mode == "freeze" else None
+        return plan.cached_stats(len(self.layers), plan.ssr_mode, frozen_from)
 
     @property
     def last_stats(self) -> PruneStats | None:
-        """Token counts of :attr:`last_plan`."""
-        return self.stats_of(self.last_plan)
+        """Token counts of the last prefill with visual tokens: :attr:`last_plan`, or the
+        unpruned counts of a call whose stages the gate all skipped."""
+        slot = self._slot
+        if slot.last_plan is not None or slot.last_skip is not None:
+            return slot.last_skip.stats if slot.last_skip else self.stats_of(slot.last_plan)
+        with self._stats_lock:
+            skipped, plan = self._last_skip, self._last_plan
+        return skipped.stats if skipped else self.stats_of(plan)

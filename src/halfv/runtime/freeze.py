@@ -78,12 +78,15 @@ def check_blocks(
 
 
 def _rope(x: Tensor, cos: Tensor, sin: Tensor, fn: RotaryFn | None) -> Tensor:
-    """Rotate ``x`` ``[B, H, R, hd]`` by tables ``[B, R, rotary_dim]``: with the layer's own
-    function ``fn`` when it has one (partial, interleaved), else Llama's rotate-half."""
-    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    """Rotate ``x`` ``[B, H, R, hd]``: with the layer's own function ``fn`` when it has one
+    (partial, interleaved; tables ``[B, R, rotary_dim]``), else Llama's rotate-half (tables
+    already ``[B, 1, R, hd]``). The tables are in the stage's dtype; cast only if ``x``'s
+    is not theirs (e.g. under autocast)."""
+    if cos.dtype != x.dtype:
+        cos, sin = cos.to(x.dtype), sin.to(x.dtype)
     if fn is not None:
         return fn(x, x, cos, sin)[0]
-    return x * cos[:, None] + rotate_half(x) * sin[:, None]
+    return x * cos + rotate_half(x) * sin
 
 
 def _query(parts: AttentionParts, projected: Tensor) -> tuple[Tensor, Tensor | None]:
@@ -162,19 +165,24 @@ def frozen_visual_forward(
         ``[B, S, D]``: text rows updated, visual and dummy rows unchanged.
     """
     device = module_device(parts.q_proj, hidden.device)
-    hidden = hidden.to(device)
+    if hidden.device != device:
+        hidden = hidden.to(device)
     b, s, _ = hidden.shape
-    key = (device, id(layout), id(stage_mask), id(position_embeddings))
+    # rotary_fn decides the tables' shape: [B, R, d] for it, [B, 1, R, d] for rotate-half
+    key = (device, id(layout), id(stage_mask), id(position_embeddings), hidden.dtype, rotary_fn)
     inputs = None if memo is None else memo.get(key)
     if inputs is None:  # once per stage: every frozen layer of the stage reads the same
-        inputs = _stage_inputs(position_embeddings, stage_mask, layout.to(device), b, parts)
+        layout = layout.to(device)
+        inputs = _stage_inputs(
+            position_embeddings, stage_mask, layout, hidden, parts, rotary_fn=rotary_fn
+        )
         if memo is not None:
             memo[key] = inputs
-    rows, row_valid, (cos, sin), (cos_q, sin_q), allowed = inputs
+    index, row_valid, (cos, sin), (cos_q, sin_q), allowed = inputs
+    q_len = index.shape[1]
 
     x = parts.input_layernorm(hidden)
-    xq = gather_rows(x, rows)
-    q, gate = _query(parts, parts.q_proj(xq))
+    q, gate = _query(parts, parts.q_proj(x.gather(1, index)))
     k = parts.k_proj(x).view(b, s, -1, parts.head_dim)
     v = parts.v_proj(x).view(b, s, -1, parts.head_dim)
     if parts.q_norm is not None:
@@ -189,15 +197,15 @@ def frozen_visual_forward(
     if k.shape[-2] > allowed.shape[-1]:  # a static cache's unwritten room: never read
         allowed = F.pad(allowed, (0, k.shape[-2] - allowed.shape[-1]), value=False)
     attn = _attend(q, k, v, allowed, parts)
-    attn = attn.transpose(1, 2).reshape(b, rows.shape[1], -1)
+    attn = attn.transpose(1, 2).reshape(b, q_len, -1)
     if gate is not None:  # a gated query (Qwen3.5): the output gate, as the model applies it
         attn = attn * torch.sigmoid(gate)
-    residual = gather_rows(hidden, rows)
+    residual = hidden.gather(1, index)
     updated = residual + _sublayer_out(parts.o_proj(attn), parts.attn_output_norm)
     mlp_out = parts.mlp(parts.post_attention_layernorm(updated))
     updated = updated + _sublayer_out(mlp_out, parts.mlp_output_norm)
-    updated = torch.where(row_valid[..., None], updated, residual)
-    index = rows[..., None].expand(-1, -1, hidden.shape[-1])
+    if row_valid is not None:  # a ragged batch: padding rows keep their input
+        updated = torch.where(row_valid, updated, residual)
     return hidden.scatter(1, index, updated)
 
 
@@ -222,21 +230,26 @@ def _attend(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor, parts: AttentionPa
     return torch.matmul(weights, v)
 
 
-_FrozenInputs = tuple[Tensor, Tensor, tuple[Tensor, Tensor], tuple[Tensor, Tensor], Tensor]
+_FrozenInputs = tuple[Tensor, Tensor | None, tuple[Tensor, Tensor], tuple[Tensor, Tensor], Tensor]
 
 
 def _stage_inputs(
     position_embeddings: tuple[Tensor, Tensor],
     stage_mask: Tensor | None,
     layout: StageLayout,
-    batch: int,
+    hidden: Tensor,
     parts: AttentionParts,
+    *,
+    rotary_fn: RotaryFn | None,
 ) -> _FrozenInputs:
-    """What every frozen layer of a stage shares: query rows, rotary tables (all rows and
-    query rows) and the query mask."""
-    device = layout.orig_pos.device
+    """What every frozen layer of a stage shares, built once so that each layer launches
+    only its own work: the text rows' gather/scatter index ``[B, Q, D]``, their validity
+    ``[B, Q, 1]`` (``None`` when no sample has padding rows), the rotary tables of all rows
+    and of the query rows in the hidden dtype (``[B, *, rotary_dim]`` for the layer's own
+    ``rotary_fn``, ``[B, 1, *, head_dim]`` for rotate-half) and the query mask."""
+    device, (b, _, d) = layout.orig_pos.device, hidden.shape
     rows, row_valid = query_rows_of(layout)
-    cos, sin = (t.to(device).expand(batch, -1, -1) for t in position_embeddings)
+    cos, sin = (t.to(device).expand(b, -1, -1) for t in position_embeddings)
     allowed = _query_mask(
         None if stage_mask is None else stage_mask.to(device),
         layout,
@@ -244,4 +257,9 @@ def _stage_inputs(
         row_valid,
         parts.sliding_window,
     )
-    return rows, row_valid, (cos, sin), (gather_rows(cos, rows), gather_rows(sin, rows)), allowed
+    cos_q, sin_q = gather_rows(cos, rows), gather_rows(sin, rows)
+    tables = (cos, sin, cos_q, sin_q)
+    heads = tuple(t.to(hidden.dtype) if rotary_fn else t[:, None].to(hidden.dtype) for t in tables)
+    index = rows[..., None].expand(-1, -1, d)
+    valid = None if layout.uniform_text else row_valid[..., None]
+    return index, valid, (heads[0], heads[1]), (heads[2], heads[3]), allowed

@@ -21,9 +21,8 @@ if TYPE_CHECKING:
 __all__ = [
     "EntryEnter",
     "EntryExit",
-    "FrozenForward",
     "Hook",
-    "LayerEnter",
+    "LayerForward",
     "OuterEnter",
     "OuterExit",
     "Tap",
@@ -62,17 +61,31 @@ class EntryExit(Hook):
             self.runtime.close_entry()
 
 
-class LayerEnter(Hook):
-    def __init__(self, runtime: PruningRuntime, idx: int) -> None:
-        super().__init__(runtime)
-        self.idx = idx
+class LayerForward(Hook):
+    """A decoder layer's instance ``forward`` (no hook: the module keeps nn.Module's
+    fast call path): the stage's inputs in a pruned prefill or decode step, then the
+    layer's previous ``forward``, or for a frozen layer the frozen path in a pruned prefill.
+    """
 
-    def __call__(
-        self, _module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
-        if torch.compiler.is_compiling():
-            return self.runtime.compiled_decode_layer(self.idx, args, kwargs)
-        return self.runtime.layer_enter(self.idx, args, kwargs)
+    def __init__(
+        self, runtime: PruningRuntime, idx: int, original: Callable[..., Any], frozen: bool
+    ) -> None:
+        super().__init__(runtime)
+        self.idx, self.original, self.frozen = idx, original, frozen
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        runtime = self.runtime
+        if torch.compiler.is_compiling():  # a decode step: frozen layers run as they are
+            changed = runtime.compiled_decode_layer(self.idx, args, kwargs)
+            if changed is not None:
+                args, kwargs = changed
+            return self.original(*args, **kwargs)
+        changed = runtime.layer_enter(self.idx, args, kwargs)
+        if changed is not None:
+            args, kwargs = changed
+        if self.frozen:
+            return runtime.frozen_forward(self.idx, self.original, args, kwargs)
+        return self.original(*args, **kwargs)
 
 
 class Tap(Hook):
@@ -83,20 +96,6 @@ class Tap(Hook):
     def __call__(self, _module: nn.Module, _inputs: Any, output: Any) -> None:
         if not torch.compiler.is_compiling():
             self.runtime.tap(self.idx, self.name, output)
-
-
-class FrozenForward(Hook):
-    """A frozen layer's instance ``forward``: the frozen path inside a pruned prefill,
-    the layer's previous ``forward`` everywhere else."""
-
-    def __init__(self, runtime: PruningRuntime, idx: int, original: Callable[..., Any]) -> None:
-        super().__init__(runtime)
-        self.idx, self.original = idx, original
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if torch.compiler.is_compiling():  # a decode step: frozen layers run as they are
-            return self.original(*args, **kwargs)
-        return self.runtime.frozen_forward(self.idx, self.original, args, kwargs)
 
 
 def find_runtime(model: nn.Module) -> PruningRuntime | None:

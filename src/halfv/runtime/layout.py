@@ -49,6 +49,8 @@ class StageLayout:
             it (from the budgets), so their rows can be listed without a device sync.
         text_slots: the most real text slots any sample has, when the host knows it (the
             rows a frozen layer computes; see :attr:`text_rows`).
+        uniform_text: every sample has exactly ``text_slots`` real text slots (known on
+            the host), so no text row of a frozen layer is padding.
     """
 
     orig_pos: Tensor
@@ -58,6 +60,7 @@ class StageLayout:
     has_dummies: bool
     real_visual: int | None = None
     text_slots: int | None = None
+    uniform_text: bool = False
 
     @property
     def length(self) -> int:
@@ -115,6 +118,7 @@ class StageLayout:
             has_dummies=self.has_dummies,
             real_visual=self.real_visual,
             text_slots=self.text_slots,
+            uniform_text=self.uniform_text,
         )
 
 
@@ -183,6 +187,10 @@ def next_layout(
             None
             if visual_counts is None
             else max(c - v for c, v in zip(counts, visual_counts, strict=True))
+        ),
+        uniform_text=(
+            visual_counts is not None
+            and len({c - v for c, v in zip(counts, visual_counts, strict=True)}) == 1
         ),
     )
 

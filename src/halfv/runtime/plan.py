@@ -18,9 +18,18 @@ from halfv.interfaces import IVRPolicy, SSRPolicy
 from halfv.ops.budget import kept_count
 from halfv.ops.spans import VisualSpans
 from halfv.ops.video import BudgetGroup
+from halfv.runtime.gate import GateReport
 from halfv.runtime.layout import StageLayout, initial_layout
 
-__all__ = ["LayerStats", "PrefillPlan", "PruneStats", "SpanBudget", "select_per_span"]
+__all__ = [
+    "LayerStats",
+    "PrefillPlan",
+    "PruneStats",
+    "SkippedCall",
+    "SpanBudget",
+    "select_per_span",
+    "unpruned_stats",
+]
 
 
 @dataclass(frozen=True)
@@ -74,6 +83,8 @@ class PruneStats:
             frame of one: ``PruningConfig.video_budget``), with what each kept.
         span_sizes: visual tokens per span, per sample (smaller than the span's length
             where span joiners sit inside it; budgets are shares of these).
+        gate: what the cost gate decided: per stage, whether it ran and its predicted
+            gain (:class:`halfv.runtime.gate.GateReport`); ``None`` for stats built by hand.
     """
 
     prompt_tokens: tuple[int, ...]
@@ -84,6 +95,7 @@ class PruneStats:
     kept_positions: dict[int, tuple[tuple[int, ...], ...]]
     budget_groups: tuple[BudgetGroup, ...] = ()
     span_sizes: tuple[tuple[int, ...], ...] = ()
+    gate: GateReport | None = None
 
     def kept_visual_per_layer(self, sample: int = 0) -> list[int]:
         """Visual tokens present at each layer for one sample."""
@@ -109,6 +121,8 @@ class PrefillPlan:
     prompt_keys: Tensor | None = None  # [B, T] bool: False on the prompt's padding
     stats: PruneStats | None = None  # counted once, when first read
     groups: tuple[BudgetGroup, ...] = ()  # the budget groups (one per budget, in order)
+    ssr_mode: str = "none"  # the SSR action of this call (the gate may skip the stage)
+    gate: GateReport | None = None  # the cost gate's decision for this call
 
     @classmethod
     def build(
@@ -270,7 +284,45 @@ class PrefillPlan:
             if self.groups
             else (),
             span_sizes=self.spans.span_sizes,
+            gate=self.gate,
         )
+
+
+@dataclass
+class SkippedCall:
+    """A prefill the gate ran unpruned: what its stats need, counted only when read (the
+    call itself pays for nothing but this record)."""
+
+    spans: tuple[tuple[tuple[int, int], ...], ...]
+    span_sizes: tuple[tuple[int, ...], ...]  # visual tokens per span (joiners excluded)
+    batch: int
+    prompt_len: int
+    num_layers: int
+    gate: GateReport | None = None
+    groups: tuple[BudgetGroup, ...] = ()  # the budget groups the call would have used
+    _stats: PruneStats | None = None
+
+    @property
+    def stats(self) -> PruneStats:
+        """The unpruned token counts of the call (built on first read)."""
+        if self._stats is None:
+            self._stats = unpruned_stats(self)
+        return self._stats
+
+
+def unpruned_stats(call: SkippedCall) -> PruneStats:
+    """Stats of a prefill that ran unpruned: host-known counts, no device read; every
+    budget group keeps all of its tokens."""
+    b, t = call.batch, call.prompt_len
+    visual = tuple(sum(sizes) for sizes in call.span_sizes)
+    layers = tuple(
+        LayerStats(idx, (t,) * b, visual, (t,) * b, False) for idx in range(call.num_layers)
+    )
+    groups = tuple(replace(g, ivr_keep=g.size, ssr_keep=g.size) for g in call.groups)
+    return PruneStats(
+        (t,) * b, visual, call.spans, layers, "none", {},
+        budget_groups=groups, span_sizes=call.span_sizes, gate=call.gate,
+    )  # fmt: skip
 
 
 def select_per_span(

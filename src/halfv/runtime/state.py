@@ -23,7 +23,7 @@ from typing import Any, Literal
 from torch import Tensor
 
 from halfv.errors import UnsupportedModelError
-from halfv.runtime.plan import PrefillPlan
+from halfv.runtime.plan import PrefillPlan, SkippedCall
 from halfv.runtime.scoring import PendingScore
 
 __all__ = ["CallSlot", "CallState", "PlanStore"]
@@ -83,11 +83,14 @@ class CallSlot(threading.local):
         visual_mask: a visual mask the caller supplied for its next ``inputs_embeds`` call
             (see :meth:`halfv.PruningHandle.visual_positions`).
         last_plan: the last pruned prefill this thread ran.
+        last_skip: this thread's last prefill if the gate ran it unpruned (then
+            ``last_plan`` is ``None``).
     """
 
     call: CallState | None = None
     visual_mask: Tensor | None = None
     last_plan: PrefillPlan | None = None
+    last_skip: SkippedCall | None = None
 
 
 _PLANS_ATTRIBUTE = "_halfv_plans"

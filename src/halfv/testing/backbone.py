@@ -45,9 +45,11 @@ __all__ = [
 
 
 def _apply(model: nn.Module, config: PruningConfig, adapter: BackboneAdapter | None) -> Any:
+    """``halfv.apply`` with the per-call cost gate off: a contract check compares what the
+    schedule computes, so no call may run unpruned for speed."""
     import halfv
 
-    return halfv.apply(model, config, adapter=adapter)
+    return halfv.apply(model, config.model_copy(update={"min_gain": None}), adapter=adapter)
 
 
 def _adapter(model: nn.Module, adapter: BackboneAdapter | None) -> BackboneAdapter:

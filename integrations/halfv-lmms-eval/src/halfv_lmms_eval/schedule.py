@@ -104,6 +104,12 @@ def resolve_schedule(model: nn.Module, args: ScheduleArgs) -> halfv.PruningConfi
         base = halfv.load_config(args.config)
     else:
         base = halfv.get_adapter_for(model).default_config(model)
-    if not args.inline:
-        return base
-    return halfv.PruningConfig.model_validate({**base.model_dump(), **args.inline})
+    schedule = base
+    if args.inline:
+        schedule = halfv.PruningConfig.model_validate({**base.model_dump(), **args.inline})
+    # An accuracy run measures the schedule on every call: the per-call cost gate
+    # (min_gain) is off unless the config file or the model args set it.
+    explicit = "min_gain" in (args.inline or {}) or (
+        args.config is not None and "min_gain" in base.model_fields_set
+    )
+    return schedule if explicit else schedule.model_copy(update={"min_gain": None})

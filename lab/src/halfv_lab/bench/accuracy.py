@@ -176,7 +176,11 @@ class RunSpec:
     @property
     def key(self) -> str:
         """Identity of the schedule: runs with equal keys give equal predictions."""
-        return UNPRUNED if self.config is None else self.config.model_dump_json()
+        # min_gain (the per-call cost gate) is left out: accuracy runs always prune, and
+        # results stored before the field existed keep their keys
+        return (
+            UNPRUNED if self.config is None else self.config.model_dump_json(exclude={"min_gain"})
+        )
 
 
 def plan_runs(bench: BenchModel, settings: BenchSettings, visual: int, text: int) -> list[RunSpec]:
@@ -262,7 +266,9 @@ def _evaluate(
         import halfv
         from halfv.errors import HalfvError
 
-        with halfv.apply(bench.model, spec.config) as handle:
+        # the method as configured on every call: the cost gate never skips a stage here
+        ungated = spec.config.model_copy(update={"min_gain": None})
+        with halfv.apply(bench.model, ungated) as handle:
             preds = list(answer(bench.model, bench.processor, items, **kwargs))
             try:  # the last prefill's first sample, as the runtime counted it
                 report = handle.flops(0)
