@@ -203,8 +203,11 @@ def _capture_rotary(
 
         return hook
 
-    # registered after halfv's own pre-hooks, so they see what the layer will really get
-    handles = [decoder[i].register_forward_pre_hook(recorder(i), with_kwargs=True) for i in layers]
+    # on the layer's attention, inside halfv's layer forward: what the layer really gets
+    handles = [
+        decoder[i].self_attn.register_forward_pre_hook(recorder(i), with_kwargs=True)
+        for i in layers
+    ]
     try:
         _logits(model, inputs)
     finally:
