@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 from torch import nn
 
 from halfv.adapters.base import LlamaStyleAdapter
+from halfv.adapters.llava import LlavaAdapter
 from halfv.config import PruningConfig
 from halfv.errors import HalfvTypeError
 
@@ -41,14 +42,8 @@ class Idefics3Adapter(LlamaStyleAdapter):
         "transformers/models/idefics3/modeling_idefics3.py (tested on transformers 5.24)"
     )
     token_id_fields: ClassVar[tuple[str, ...]] = ("image_token_id",)
-    reference_layers: ClassVar[int] = 32
-    reference_schedule: ClassVar[PruningConfig] = PruningConfig(
-        ivr_layer=3,
-        ivr_keep=0.5,
-        ivr_policy_options={"attention_share": 0.2},
-        ssr_layer=15,
-        ssr_mode="freeze",
-    )
+    reference_layers: ClassVar[int] = LlavaAdapter.reference_layers
+    reference_schedule: ClassVar[PruningConfig] = LlavaAdapter.reference_schedule
 
     def language_model(self, model: nn.Module) -> nn.Module:
         """``model.model.text_model`` (or ``model.text_model`` for the base model)."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from halfv.adapters.base import LlamaStyleAdapter
+from halfv.adapters.llava import LlavaAdapter
 from halfv.adapters.video import CountedVideoFrames
 from halfv.config import PruningConfig
 
@@ -42,11 +43,5 @@ class LlavaNextVideoAdapter(CountedVideoFrames, LlamaStyleAdapter):
         "(tested on transformers 5.24)"
     )
     token_id_fields: ClassVar[tuple[str, ...]] = ("image_token_id", "video_token_id")
-    reference_layers: ClassVar[int] = 32
-    reference_schedule: ClassVar[PruningConfig] = PruningConfig(
-        ivr_layer=3,
-        ivr_keep=0.5,
-        ivr_policy_options={"attention_share": 0.2},
-        ssr_layer=15,
-        ssr_mode="freeze",
-    )
+    reference_layers: ClassVar[int] = LlavaAdapter.reference_layers
+    reference_schedule: ClassVar[PruningConfig] = LlavaAdapter.reference_schedule

@@ -35,6 +35,7 @@ from typing import ClassVar
 from torch import nn
 
 from halfv.adapters.base import LlamaStyleAdapter
+from halfv.adapters.llava_next import LlavaNextAdapter
 from halfv.config import PruningConfig
 from halfv.errors import UnsupportedModelError
 from halfv.interfaces import SaturationDetector
@@ -61,14 +62,8 @@ class Mistral3Adapter(LlamaStyleAdapter):
         "transformers/models/pixtral/processing_pixtral.py (tested on transformers 5.24)"
     )
     token_id_fields: ClassVar[tuple[str, ...]] = ("image_token_id",)
-    reference_layers: ClassVar[int] = 32
-    reference_schedule: ClassVar[PruningConfig] = PruningConfig(
-        ivr_layer=2,
-        ivr_keep=0.5,
-        ivr_policy_options={"attention_share": 0.1},
-        ssr_layer=16,
-        ssr_mode="freeze",
-    )
+    reference_layers: ClassVar[int] = LlavaNextAdapter.reference_layers
+    reference_schedule: ClassVar[PruningConfig] = LlavaNextAdapter.reference_schedule
 
     def __init__(
         self,

@@ -42,6 +42,7 @@ from typing import ClassVar
 from torch import nn
 
 from halfv.adapters.base import LlamaStyleAdapter
+from halfv.adapters.llava import LlavaAdapter
 from halfv.config import PruningConfig
 from halfv.errors import UnsupportedModelError
 from halfv.layers import AttentionParts
@@ -71,14 +72,8 @@ class PaliGemmaAdapter(LlamaStyleAdapter):
         "transformers/models/paligemma/modeling_paligemma.py (tested on transformers 5.24)"
     )
     token_id_fields: ClassVar[tuple[str, ...]] = ("image_token_id",)
-    reference_layers: ClassVar[int] = 32
-    reference_schedule: ClassVar[PruningConfig] = PruningConfig(
-        ivr_layer=3,
-        ivr_keep=0.5,
-        ivr_policy_options={"attention_share": 0.2},
-        ssr_layer=15,
-        ssr_mode="freeze",
-    )
+    reference_layers: ClassVar[int] = LlavaAdapter.reference_layers
+    reference_schedule: ClassVar[PruningConfig] = LlavaAdapter.reference_schedule
 
     def language_model(self, model: nn.Module) -> nn.Module:
         """The Gemma or Gemma-2 decoder; any other decoder is refused."""

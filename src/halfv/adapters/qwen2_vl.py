@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from halfv.adapters.base import LlamaStyleAdapter
+from halfv.adapters.qwen2_5_vl import Qwen25VLAdapter
 from halfv.adapters.video import GridVideoFrames
 from halfv.config import PruningConfig
 
@@ -37,12 +38,5 @@ class Qwen2VLAdapter(GridVideoFrames, LlamaStyleAdapter):
     model_types: ClassVar[tuple[str, ...]] = ("qwen2_vl",)
     follows: ClassVar[str] = f"transformers/models/qwen2_vl/modeling_qwen2_vl.py ({TESTED})"
     token_id_fields: ClassVar[tuple[str, ...]] = ("image_token_id", "video_token_id")
-    reference_layers: ClassVar[int] = 28
-    reference_schedule: ClassVar[PruningConfig] = PruningConfig(
-        ivr_layer=2,
-        ivr_keep=0.25,
-        ivr_policy_options={"attention_share": 0.1},
-        ssr_layer=21,
-        ssr_mode="prune",
-        ssr_keep=0.05,
-    )
+    reference_layers: ClassVar[int] = Qwen25VLAdapter.reference_layers
+    reference_schedule: ClassVar[PruningConfig] = Qwen25VLAdapter.reference_schedule

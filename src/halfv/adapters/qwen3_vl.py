@@ -28,6 +28,7 @@ from typing import ClassVar
 from torch import nn
 
 from halfv.adapters.base import LlamaStyleAdapter
+from halfv.adapters.qwen2_5_vl import Qwen25VLAdapter
 from halfv.adapters.video import GridVideoFrames
 from halfv.config import PruningConfig
 from halfv.interfaces import TokenInputs
@@ -35,16 +36,6 @@ from halfv.interfaces import TokenInputs
 __all__ = ["Qwen3VLAdapter", "Qwen3VLMoeAdapter"]
 
 TESTED = "tested on transformers 5.24"
-
-#: the Qwen rule of the HalfV release at its reference depth of 28 layers
-QWEN_SCHEDULE = PruningConfig(
-    ivr_layer=2,
-    ivr_keep=0.25,
-    ivr_policy_options={"attention_share": 0.1},
-    ssr_layer=21,
-    ssr_mode="prune",
-    ssr_keep=0.05,
-)
 
 
 class Qwen3VLAdapter(GridVideoFrames, LlamaStyleAdapter):
@@ -60,8 +51,8 @@ class Qwen3VLAdapter(GridVideoFrames, LlamaStyleAdapter):
     model_types: ClassVar[tuple[str, ...]] = ("qwen3_vl",)
     follows: ClassVar[str] = f"transformers/models/qwen3_vl/modeling_qwen3_vl.py ({TESTED})"
     token_id_fields: ClassVar[tuple[str, ...]] = ("image_token_id", "video_token_id")
-    reference_layers: ClassVar[int] = 28
-    reference_schedule: ClassVar[PruningConfig] = QWEN_SCHEDULE
+    reference_layers: ClassVar[int] = Qwen25VLAdapter.reference_layers  # the Qwen rule
+    reference_schedule: ClassVar[PruningConfig] = Qwen25VLAdapter.reference_schedule
 
     def token_inputs(self, model: nn.Module) -> TokenInputs:
         """``visual_pos_masks`` and ``deepstack_visual_embeds`` of the text model's call,
